@@ -206,7 +206,7 @@ std::vector<int64_t> check_classifier(const py::array& X, const py::array& W, co
 
 void raise_bad_row(const py::array& X, int64_t bad_block_start) {
     const int64_t N = X.shape(0), D = X.shape(1);
-    const int64_t end = std::min<int64_t>(N, bad_block_start + 1);
+    const int64_t end = std::min<int64_t>(N, bad_block_start + 8);
     auto scan = [&](auto* p) {
         for (int64_t n = bad_block_start; n < end; ++n)
             for (int64_t d = 0; d < D; ++d)

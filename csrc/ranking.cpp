@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <utility>
 
 #include "parallel.hpp"
@@ -15,27 +16,56 @@ struct SortedClass {
     std::vector<double> cum;
 };
 
+// Fills `out` from neuron indices already in ranked order.
+template <class T>
+void accumulate(const T* w, SortedClass& out) {
+    double run = 0.0;
+    for (size_t i = 0; i < out.idx.size(); ++i) {
+        run += std::fabs(static_cast<double>(w[out.idx[i]]));
+        out.cum[i] = run;
+    }
+}
+
+// Stable LSD radix sort, 8 bits a pass: returns 0..n-1 ordered by ascending key, ties in index
+// order. Passes whose byte is the same for every key are skipped.
+template <class Key>
+std::vector<int64_t> sort_by_key(const std::vector<Key>& key) {
+    const size_t n = key.size();
+    std::vector<int64_t> idx(n), tmp(n);
+    for (size_t i = 0; i < n; ++i) idx[i] = static_cast<int64_t>(i);
+    for (unsigned shift = 0; shift < 8 * sizeof(Key); shift += 8) {
+        size_t count[257] = {0};
+        for (size_t i = 0; i < n; ++i) ++count[((key[i] >> shift) & 0xff) + 1];
+        if (std::any_of(count + 1, count + 257, [n](size_t c) { return c == n; })) continue;
+        for (int b = 0; b < 256; ++b) count[b + 1] += count[b];
+        for (size_t i = 0; i < n; ++i) tmp[count[(key[idx[i]] >> shift) & 0xff]++] = idx[i];
+        idx.swap(tmp);
+    }
+    return idx;
+}
+
+// Bit pattern of |v|: for non-negative floats it orders like the value itself.
+inline uint32_t magnitude_bits(float v) {
+    uint32_t bits;
+    const float a = std::fabs(v);
+    std::memcpy(&bits, &a, sizeof bits);
+    return bits;
+}
+inline uint64_t magnitude_bits(double v) {
+    uint64_t bits;
+    const double a = std::fabs(v);
+    std::memcpy(&bits, &a, sizeof bits);
+    return bits;
+}
+
+// One class's neurons by |w| (descending or ascending; ties by index) with their running mass.
 template <class T>
 void sort_class(const T* w, int64_t D, bool descending, SortedClass& out) {
-    std::vector<std::pair<double, int64_t>> keyed(static_cast<size_t>(D));
-    for (int64_t d = 0; d < D; ++d) keyed[d] = {std::fabs(static_cast<double>(w[d])), d};
-    if (descending) {
-        std::sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) {
-            return a.first > b.first || (a.first == b.first && a.second < b.second);
-        });
-    } else {
-        std::sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) {
-            return a.first < b.first || (a.first == b.first && a.second < b.second);
-        });
-    }
-    out.idx.resize(D);
+    std::vector<decltype(magnitude_bits(T()))> key(static_cast<size_t>(D));
+    for (int64_t d = 0; d < D; ++d) key[d] = descending ? ~magnitude_bits(w[d]) : magnitude_bits(w[d]);
+    out.idx = sort_by_key(key);
     out.cum.resize(D);
-    double run = 0.0;
-    for (int64_t d = 0; d < D; ++d) {
-        out.idx[d] = keyed[d].second;
-        run += keyed[d].first;
-        out.cum[d] = run;
-    }
+    accumulate(w, out);
 }
 
 template <class T>
@@ -91,38 +121,30 @@ void ordering(const T* W, int64_t C, int64_t D, const std::vector<double>& steps
         const T* w = W + c * D;
         for (int64_t d = 0; d < D; ++d) score[d] = std::max(score[d], std::fabs(static_cast<double>(w[d])) / total);
     }
-    auto by_score = [&score](int64_t a, int64_t b) {
-        return score[a] > score[b] || (score[a] == score[b] && a < b);
-    };
 
-    std::vector<char> seen(static_cast<size_t>(D), 0);
+    // The step at which each neuron is first selected (steps.size() for never).
+    const int64_t S = static_cast<int64_t>(steps.size());
+    std::vector<int64_t> step_of(static_cast<size_t>(D), S);
     std::vector<int64_t> taken(static_cast<size_t>(C), 0);  // prefix length already scanned per class
-    std::vector<int64_t> group;
-    order.clear();
-    order.reserve(D);
-    cutoffs.assign(steps.size(), 0);
-    for (size_t s = 0; s < steps.size(); ++s) {
-        group.clear();
+    for (int64_t s = 0; s < S; ++s) {
         for (int64_t c = 0; c < C; ++c) {
             const int64_t k = prefix_length(sorted[c], steps[s]);
-            for (int64_t j = taken[c]; j < k; ++j) {
-                const int64_t n = sorted[c].idx[j];
-                if (!seen[n]) {
-                    seen[n] = 1;
-                    group.push_back(n);
-                }
-            }
+            for (int64_t j = taken[c]; j < k; ++j) step_of[sorted[c].idx[j]] = std::min(step_of[sorted[c].idx[j]], s);
             taken[c] = std::max(taken[c], k);
         }
-        std::sort(group.begin(), group.end(), by_score);
-        order.insert(order.end(), group.begin(), group.end());
-        cutoffs[s] = static_cast<int64_t>(order.size());
     }
-    group.clear();
-    for (int64_t d = 0; d < D; ++d)
-        if (!seen[d]) group.push_back(d);
-    std::sort(group.begin(), group.end(), by_score);
-    order.insert(order.end(), group.begin(), group.end());
+
+    // Order: by step, then score (descending), then index: a counting sort by step of the neurons
+    // already sorted by score.
+    std::vector<uint64_t> score_key(static_cast<size_t>(D));
+    for (int64_t d = 0; d < D; ++d) score_key[d] = ~magnitude_bits(score[d]);
+    const std::vector<int64_t> by_score = sort_by_key(score_key);
+    std::vector<int64_t> start(static_cast<size_t>(S + 2), 0);
+    for (int64_t d = 0; d < D; ++d) ++start[step_of[d] + 1];
+    for (int64_t s = 0; s <= S; ++s) start[s + 1] += start[s];
+    cutoffs.assign(start.begin() + 1, start.begin() + 1 + S);
+    order.assign(static_cast<size_t>(D), 0);
+    for (int64_t d : by_score) order[start[step_of[d]]++] = d;
 }
 
 #define NH_INSTANTIATE(T)                                                                             \

@@ -1,61 +1,161 @@
-// Both kernels walk X one row at a time (threads over rows). For each row they keep the C logits
-// in a small float64 vector (classes padded to a multiple of 4) and add neurons one by one, reading
-// W^T rows that stay in cache, so X is read exactly once and never copied or masked.
+// Both kernels walk X in blocks of R rows (threads over blocks). A block is read once and
+// transposed to (D x R) float64, and the logits are kept class-major (C x R) so that every update
+// and the argmax are short branch-free loops across the R rows: the compiler turns them into SIMD
+// code. The hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at run time
+// (target_clones), so one portable wheel still uses the host's vector units.
 #include "rescore.hpp"
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "parallel.hpp"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define NH_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define NH_CLONES
+#endif
+#define NH_INLINE inline __attribute__((always_inline))
 
 namespace nh {
 namespace {
 
-int64_t padded(int64_t C) { return (C + 3) / 4 * 4; }
+constexpr int64_t R = 8;  // rows per block: one AVX-512 register of float64
+// R float64 lanes, one per row of a block (GCC/Clang vector extension, lowered to the widest
+// registers of the instruction set the clone is compiled for).
+typedef double Lanes __attribute__((vector_size(R * sizeof(double)), aligned(64)));
+typedef int64_t Mask __attribute__((vector_size(R * sizeof(int64_t)), aligned(64)));
+typedef float LanesF __attribute__((vector_size(R * sizeof(float)), aligned(32)));
+typedef int32_t Count __attribute__((vector_size(R * sizeof(int32_t)), aligned(32)));
 
-// acc[0:Cp] += x * w[0:Cp], Cp a multiple of 4 (written so the compiler vectorises it).
-inline void axpy(double* acc, const double* w, double x, int64_t Cp) {
-    for (int64_t c = 0; c < Cp; c += 4) {
-        acc[c] += x * w[c];
-        acc[c + 1] += x * w[c + 1];
-        acc[c + 2] += x * w[c + 2];
-        acc[c + 3] += x * w[c + 3];
+// A block keeps X in the input's own precision (float32 blocks take half the cache; widening to
+// float64 for the arithmetic is exact).
+template <class T>
+struct Store;
+template <>
+struct Store<float> {
+    typedef LanesF type;
+};
+template <>
+struct Store<double> {
+    typedef Lanes type;
+};
+NH_INLINE Lanes widen(const LanesF& v) { return __builtin_convertvector(v, Lanes); }
+NH_INLINE Lanes widen(const Lanes& v) { return v; }
+
+// A zero-initialised heap array of vectors, 64-byte aligned (std::vector does not guarantee it:
+// the baseline ISA caps the type's natural alignment below what the AVX-512 clone assumes).
+template <class V>
+class VectorBuffer {
+   public:
+    explicit VectorBuffer(int64_t n)
+        : data_(static_cast<V*>(std::aligned_alloc(64, static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(V)))) {
+        if (!data_) throw std::bad_alloc();
+        std::memset(static_cast<void*>(data_), 0, static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(V));
     }
+    ~VectorBuffer() { std::free(data_); }
+    VectorBuffer(const VectorBuffer&) = delete;
+    VectorBuffer& operator=(const VectorBuffer&) = delete;
+    V* data() { return data_; }
+    V& operator[](int64_t i) { return data_[i]; }
+
+   private:
+    V* data_;
+};
+using LaneBuffer = VectorBuffer<Lanes>;
+
+template <class T>
+struct Problem {
+    const T* X;
+    int64_t N, D;
+    const T* W;
+    int64_t C;
+    const T* b;
+    const int64_t* y;
+};
+
+// True when no value is NaN or Inf: an all-ones exponent, tested on the bits (a vectorisable
+// integer reduction, unlike a floating-point one).
+NH_INLINE bool all_finite(const float* v, int64_t n) {
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        uint32_t bits;
+        std::memcpy(&bits, v + i, sizeof bits);
+        bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+    }
+    return bad == 0;
+}
+NH_INLINE bool all_finite(const double* v, int64_t n) {
+    uint64_t bad = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        uint64_t bits;
+        std::memcpy(&bits, v + i, sizeof bits);
+        bad |= static_cast<uint64_t>((bits & 0x7ff0000000000000ull) == 0x7ff0000000000000ull);
+    }
+    return bad == 0;
 }
 
-// Predicted class (first maximum; for C == 1, class 1 where the logit is positive) and the margin
-// by which the logits would have to move to change it.
-inline int64_t predict(const double* acc, int64_t C, double* margin) {
+// Loads rows [n0, n0 + R) of X as K vectors of R rows: xt[j] holds column cols[j] (column j when
+// cols is null); rows past N read from `zeros` (length D). Their labels go to yb (-1 for missing
+// rows, never counted). Returns false if a row holds NaN or Inf.
+template <class T, class S>
+NH_INLINE bool load_block(const Problem<T>& p, int64_t n0, const int64_t* cols, int64_t K, const T* zeros, S* xt,
+                          Lanes& yb) {
+    const T* rows[R];
+    for (int64_t r = 0; r < R; ++r) {
+        const bool real = n0 + r < p.N;
+        yb[r] = real ? static_cast<double>(p.y[n0 + r]) : -1.0;
+        rows[r] = real ? p.X + (n0 + r) * p.D : zeros;
+        if (real && !all_finite(rows[r], p.D)) return false;
+    }
+    for (int64_t j = 0; j < K; ++j) {
+        const int64_t d = cols ? cols[j] : j;
+        S v;
+        for (int64_t r = 0; r < R; ++r) v[r] = rows[r][d];
+        xt[j] = v;
+    }
+    return true;
+}
+
+// acc[c] += sign * w[c] * xd for every class c (acc: C vectors of R rows)
+template <class S, class T>
+NH_INLINE void add_neuron(Lanes* acc, const T* w, const S& x, int64_t C, double sign) {
+    const Lanes xd = widen(x);
+    for (int64_t c = 0; c < C; ++c) acc[c] += (sign * static_cast<double>(w[c])) * xd;
+}
+
+// Per-row outcome of a block (-1 where correct, else 0), for per-lane counters.
+NH_INLINE Mask block_hit_mask(const Lanes* acc, int64_t C, const Lanes& yb) {
+    const Lanes zero = {};
+    Lanes pred = zero;
     if (C == 1) {
-        *margin = std::fabs(acc[0]);
-        return acc[0] > 0.0 ? 1 : 0;
+        pred = acc[0] > zero ? zero + 1.0 : zero;
+    } else {
+        Lanes best = acc[0];
+        for (int64_t c = 1; c < C; ++c) {
+            const Mask gt = acc[c] > best;
+            best = gt ? acc[c] : best;
+            pred = gt ? zero + static_cast<double>(c) : pred;
+        }
     }
-    int64_t best = 0;
-    for (int64_t c = 1; c < C; ++c)
-        if (acc[c] > acc[best]) best = c;
-    double second = -INFINITY;
-    for (int64_t c = 0; c < C; ++c)
-        if (c != best) second = std::max(second, acc[c]);
-    *margin = acc[best] - second;
-    return best;
+    return pred == yb;
 }
 
-// W (C x D) -> rows of W^T for the given columns, each padded with zeros to Cp classes.
-template <class T>
-std::vector<double> weight_rows(const T* W, int64_t C, int64_t D, const int64_t* cols, int64_t K, int64_t Cp) {
-    std::vector<double> wt(static_cast<size_t>(K * Cp), 0.0);
-    for (int64_t j = 0; j < K; ++j)
-        for (int64_t c = 0; c < C; ++c) wt[j * Cp + c] = static_cast<double>(W[c * D + (cols ? cols[j] : j)]);
-    return wt;
+// Correct predictions in a block: argmax over classes (first maximum wins) compared with the
+// labels; with C == 1 the probe is binary, class 1 where the logit is positive.
+NH_INLINE int64_t block_hits(const Lanes* acc, int64_t C, const Lanes& yb) {
+    const Mask hit = block_hit_mask(acc, C, yb);
+    int64_t hits = 0;
+    for (int64_t r = 0; r < R; ++r) hits -= hit[r];
+    return hits;
 }
 
-template <class T>
-bool row_is_finite(const T* row, int64_t D) {
-    double probe = 0.0;  // NaN once any value is NaN or Inf
-    for (int64_t d = 0; d < D; ++d) probe += static_cast<double>(row[d]) * 0.0;
-    return probe == 0.0;
+NH_INLINE void init_logits(Lanes* acc, const double* bias, int64_t C) {
+    const Lanes zero = {};
+    for (int64_t c = 0; c < C; ++c) acc[c] = zero + bias[c];
 }
 
 void record_bad(std::atomic<int64_t>& first_bad, int64_t n) {
@@ -126,101 +226,172 @@ MaskPlan plan_masks(const uint8_t* masks, int64_t M, int64_t D) {
     return plan;
 }
 
+// W (C x D) -> rows of W^T (one per listed column).
+template <class T>
+std::vector<T> weight_rows(const T* W, int64_t C, int64_t D, const int64_t* cols, int64_t K) {
+    std::vector<T> wt(static_cast<size_t>(K * C));
+    for (int64_t j = 0; j < K; ++j)
+        for (int64_t c = 0; c < C; ++c) wt[j * C + c] = W[c * D + (cols ? cols[j] : j)];
+    return wt;
+}
+
+// The block loops are instantiated for a compile-time class count CC (1..8, where the logits of a
+// block live in registers) and for CC = 0 (any C, logits in memory).
+template <int64_t CC, class T>
+NH_INLINE void masked_blocks(const Problem<T>& p, const MaskPlan& plan, const T* wt, const double* bias,
+                             int64_t M, size_t bb, size_t be, int64_t* correct, std::atomic<int64_t>* bad) {
+    const int64_t C = CC ? CC : p.C;
+    VectorBuffer<typename Store<T>::type> xt(p.D);
+    const std::vector<T> zeros(static_cast<size_t>(p.D), T(0));
+    LaneBuffer nodes((M + 2) * C);  // logits of every node of the plan
+    Lanes fixed[CC ? CC : 1];
+    LaneBuffer heap(CC ? 1 : C);
+    Lanes* a = CC ? fixed : heap.data();  // the node being computed
+    Lanes yb;
+    for (size_t blk = bb; blk < be; ++blk) {
+        const int64_t n0 = static_cast<int64_t>(blk) * R;
+        if (!load_block(p, n0, nullptr, p.D, zeros.data(), xt.data(), yb)) {
+            record_bad(*bad, n0);
+            return;
+        }
+        init_logits(nodes.data(), bias, C);
+        for (size_t i = 1; i < plan.eval.size(); ++i) {
+            const int64_t v = plan.eval[i];
+            for (int64_t c = 0; c < C; ++c) a[c] = nodes[plan.parent[v] * C + c];
+            for (int64_t d : plan.add[v]) add_neuron(a, wt + d * C, xt[d], C, 1.0);
+            for (int64_t d : plan.sub[v]) add_neuron(a, wt + d * C, xt[d], C, -1.0);
+            for (int64_t c = 0; c < C; ++c) nodes[v * C + c] = a[c];
+        }
+        for (int64_t m = 0; m < M; ++m) correct[m] += block_hits(nodes.data() + (m + 1) * C, C, yb);
+    }
+}
+
+template <int64_t CC, class T>
+NH_INLINE void prefix_blocks(const Problem<T>& p, const int64_t* order, int64_t K, const T* wo,
+                             const double* bias, size_t bb, size_t be, int64_t* correct, std::atomic<int64_t>* bad) {
+    const int64_t C = CC ? CC : p.C;
+    VectorBuffer<typename Store<T>::type> xt(K);  // neurons in ranking order, so reads stream
+    const std::vector<T> zeros(static_cast<size_t>(p.D), T(0));
+    VectorBuffer<Count> lane_hits(K);             // per-row-lane counts of correct rows, negated
+    Lanes fixed[CC ? CC : 1];
+    LaneBuffer heap(CC ? 1 : C);
+    Lanes* acc = CC ? fixed : heap.data();
+    Lanes yb;
+    for (size_t blk = bb; blk < be; ++blk) {
+        const int64_t n0 = static_cast<int64_t>(blk) * R;
+        if (!load_block(p, n0, order, K, zeros.data(), xt.data(), yb)) {
+            record_bad(*bad, n0);
+            break;
+        }
+        init_logits(acc, bias, C);
+        for (int64_t j = 0; j < K; ++j) {
+            add_neuron(acc, wo + j * C, xt[j], C, 1.0);
+            lane_hits[j] += __builtin_convertvector(block_hit_mask(acc, C, yb), Count);
+        }
+    }
+    for (int64_t j = 0; j < K; ++j)
+        for (int64_t r = 0; r < R; ++r) correct[j] -= lane_hits[j][r];
+}
+
+#define NH_BY_CLASSES(C, CALL)             \
+    switch (C) {                           \
+        case 1: CALL(1); break;            \
+        case 2: CALL(2); break;            \
+        case 3: CALL(3); break;            \
+        case 4: CALL(4); break;            \
+        case 5: CALL(5); break;            \
+        case 6: CALL(6); break;            \
+        case 7: CALL(7); break;            \
+        case 8: CALL(8); break;            \
+        default: CALL(0);                  \
+    }
+#define NH_MASKED(CC) masked_blocks<CC>(p, plan, wt, bias, M, bb, be, correct, bad)
+#define NH_PREFIX(CC) prefix_blocks<CC>(p, order, K, wo, bias, bb, be, correct, bad)
+
+// Instruction-set clones of the block loops (the inline bodies above are compiled into each).
+NH_CLONES void masked_blocks_f32(const Problem<float>& p, const MaskPlan& plan, const float* wt, const double* bias,
+                                 int64_t M, size_t bb, size_t be, int64_t* correct, std::atomic<int64_t>* bad) {
+    NH_BY_CLASSES(p.C, NH_MASKED)
+}
+NH_CLONES void masked_blocks_f64(const Problem<double>& p, const MaskPlan& plan, const double* wt, const double* bias,
+                                 int64_t M, size_t bb, size_t be, int64_t* correct, std::atomic<int64_t>* bad) {
+    NH_BY_CLASSES(p.C, NH_MASKED)
+}
+NH_CLONES void prefix_blocks_f32(const Problem<float>& p, const int64_t* order, int64_t K, const float* wo,
+                                 const double* bias, size_t bb, size_t be, int64_t* correct, std::atomic<int64_t>* bad) {
+    NH_BY_CLASSES(p.C, NH_PREFIX)
+}
+NH_CLONES void prefix_blocks_f64(const Problem<double>& p, const int64_t* order, int64_t K, const double* wo,
+                                 const double* bias, size_t bb, size_t be, int64_t* correct, std::atomic<int64_t>* bad) {
+    NH_BY_CLASSES(p.C, NH_PREFIX)
+}
+
+void run_masked(const Problem<float>& p, const MaskPlan& plan, const float* wt, const double* bias, int64_t M,
+                size_t bb, size_t be, int64_t* correct, std::atomic<int64_t>* bad) {
+    masked_blocks_f32(p, plan, wt, bias, M, bb, be, correct, bad);
+}
+void run_masked(const Problem<double>& p, const MaskPlan& plan, const double* wt, const double* bias, int64_t M,
+                size_t bb, size_t be, int64_t* correct, std::atomic<int64_t>* bad) {
+    masked_blocks_f64(p, plan, wt, bias, M, bb, be, correct, bad);
+}
+void run_prefix(const Problem<float>& p, const int64_t* order, int64_t K, const float* wo, const double* bias,
+                size_t bb, size_t be, int64_t* correct, std::atomic<int64_t>* bad) {
+    prefix_blocks_f32(p, order, K, wo, bias, bb, be, correct, bad);
+}
+void run_prefix(const Problem<double>& p, const int64_t* order, int64_t K, const double* wo, const double* bias,
+                size_t bb, size_t be, int64_t* correct, std::atomic<int64_t>* bad) {
+    prefix_blocks_f64(p, order, K, wo, bias, bb, be, correct, bad);
+}
+
+// Runs `body(begin, end, counts_of_worker)` over all row blocks and sums the per-worker counts.
+template <class F>
+std::vector<int64_t> over_blocks(int64_t N, int64_t outputs, double cost_per_block, F&& body) {
+    const int workers = std::max(1, num_threads());
+    std::vector<std::vector<int64_t>> parts(workers, std::vector<int64_t>(static_cast<size_t>(outputs), 0));
+    parallel_for(static_cast<size_t>((N + R - 1) / R), cost_per_block, 2e6, workers,
+                 [&](size_t bb, size_t be, size_t worker) { body(bb, be, parts[worker].data()); });
+    std::vector<int64_t> total(static_cast<size_t>(outputs), 0);
+    for (const auto& part : parts)
+        for (int64_t i = 0; i < outputs; ++i) total[i] += part[i];
+    return total;
+}
+
+template <class T>
+std::vector<double> as_double(const T* b, int64_t C) {
+    return std::vector<double>(b, b + C);
+}
+
 }  // namespace
 
 template <class T>
 std::vector<int64_t> masked_correct(const T* X, int64_t N, int64_t D, const T* W, int64_t C, const T* b,
                                     const int64_t* y, const uint8_t* masks, int64_t M, int64_t* bad_row) {
-    const int64_t Cp = padded(C);
+    const Problem<T> p{X, N, D, W, C, b, y};
     const MaskPlan plan = plan_masks(masks, M, D);
-    const std::vector<double> wt = weight_rows(W, C, D, nullptr, D, Cp);
+    const std::vector<T> wt = weight_rows(W, C, D, nullptr, D);
+    const std::vector<double> bias = as_double(b, C);
     int64_t visits = 0;
     for (int64_t v : plan.eval) visits += static_cast<int64_t>(plan.add[v].size() + plan.sub[v].size());
-
-    const int workers = std::max(1, num_threads());
-    std::vector<std::vector<int64_t>> correct(workers, std::vector<int64_t>(M, 0));
-    std::atomic<int64_t> first_bad{-1};
-    parallel_for(static_cast<size_t>(N), static_cast<double>((visits + D) * Cp), 2e6, workers,
-                 [&](size_t begin, size_t end, size_t worker) {
-        std::vector<double> acc(static_cast<size_t>((M + 2) * Cp));
-        for (size_t n = begin; n < end; ++n) {
-            const T* row = X + n * D;
-            if (!row_is_finite(row, D)) {
-                record_bad(first_bad, static_cast<int64_t>(n));
-                return;
-            }
-            for (int64_t c = 0; c < Cp; ++c) acc[c] = c < C ? static_cast<double>(b[c]) : 0.0;
-            for (size_t i = 1; i < plan.eval.size(); ++i) {
-                const int64_t v = plan.eval[i];
-                double* a = acc.data() + v * Cp;
-                std::memcpy(a, acc.data() + plan.parent[v] * Cp, sizeof(double) * Cp);
-                for (int64_t d : plan.add[v]) axpy(a, wt.data() + d * Cp, static_cast<double>(row[d]), Cp);
-                for (int64_t d : plan.sub[v]) axpy(a, wt.data() + d * Cp, -static_cast<double>(row[d]), Cp);
-            }
-            double margin;
-            for (int64_t m = 0; m < M; ++m) correct[worker][m] += predict(acc.data() + (m + 1) * Cp, C, &margin) == y[n];
-        }
+    std::atomic<int64_t> bad{-1};
+    auto counts = over_blocks(N, M, static_cast<double>((visits + D) * C * R), [&](size_t bb, size_t be, int64_t* out) {
+        run_masked(p, plan, wt.data(), bias.data(), M, bb, be, out, &bad);
     });
-    *bad_row = first_bad.load();
-    std::vector<int64_t> total(M, 0);
-    for (const auto& part : correct)
-        for (int64_t m = 0; m < M; ++m) total[m] += part[m];
-    return total;
+    *bad_row = bad.load();
+    return counts;
 }
 
-// The prediction can only change once the logits have moved by the margin measured at the last
-// argmax: adding neuron j moves any logit difference by at most |x_j| * (max_c w_jc - min_c w_jc).
-// So the argmax is recomputed only when that bound is used up, and correctness is recorded in a
-// difference array (one entry per change of outcome) that is summed at the end.
 template <class T>
 std::vector<int64_t> prefix_correct(const T* X, int64_t N, int64_t D, const T* W, int64_t C, const T* b,
                                     const int64_t* y, const int64_t* order, int64_t K, int64_t* bad_row) {
-    const int64_t Cp = padded(C);
-    const std::vector<double> wo = weight_rows(W, C, D, order, K, Cp);
-    std::vector<double> spread(static_cast<size_t>(K));
-    for (int64_t j = 0; j < K; ++j) {
-        const double* w = wo.data() + j * Cp;
-        const double hi = *std::max_element(w, w + C), lo = *std::min_element(w, w + C);
-        spread[j] = (C == 1 ? std::fabs(w[0]) : hi - lo) * (1.0 + 1e-12);
-    }
-
-    const int workers = std::max(1, num_threads());
-    std::vector<std::vector<int64_t>> diff(workers, std::vector<int64_t>(K + 1, 0));
-    std::atomic<int64_t> first_bad{-1};
-    parallel_for(static_cast<size_t>(N), static_cast<double>((K + D) * Cp), 2e6, workers,
-                 [&](size_t begin, size_t end, size_t worker) {
-        std::vector<double> acc(static_cast<size_t>(Cp));
-        int64_t* dif = diff[worker].data();
-        for (size_t n = begin; n < end; ++n) {
-            const T* row = X + n * D;
-            if (!row_is_finite(row, D)) {
-                record_bad(first_bad, static_cast<int64_t>(n));
-                return;
-            }
-            for (int64_t c = 0; c < Cp; ++c) acc[c] = c < C ? static_cast<double>(b[c]) : 0.0;
-            double bound = -1.0;  // forces an argmax at the first step
-            int64_t hit = 0;
-            for (int64_t j = 0; j < K; ++j) {
-                const double x = static_cast<double>(row[order[j]]);
-                axpy(acc.data(), wo.data() + j * Cp, x, Cp);
-                bound -= std::fabs(x) * spread[j];
-                if (bound > 0.0) continue;
-                const int64_t now = predict(acc.data(), C, &bound) == y[n];
-                if (now != hit) {
-                    dif[j] += now - hit;
-                    hit = now;
-                }
-            }
-        }
+    const Problem<T> p{X, N, D, W, C, b, y};
+    const std::vector<T> wo = weight_rows(W, C, D, order, K);
+    const std::vector<double> bias = as_double(b, C);
+    std::atomic<int64_t> bad{-1};
+    auto counts = over_blocks(N, K, static_cast<double>((K + D) * C * R), [&](size_t bb, size_t be, int64_t* out) {
+        run_prefix(p, order, K, wo.data(), bias.data(), bb, be, out, &bad);
     });
-    *bad_row = first_bad.load();
-    std::vector<int64_t> total(K, 0);
-    int64_t run = 0;
-    for (int64_t j = 0; j < K; ++j) {
-        for (const auto& part : diff) run += part[j];
-        total[j] = run;
-    }
-    return total;
+    *bad_row = bad.load();
+    return counts;
 }
 
 #define NH_INSTANTIATE(T)                                                                              \
