@@ -14,12 +14,21 @@ from neurohook import ranking
 __version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first access)
-_LAZY = {}
+_LAZY = {
+    "Recorder": "neurohook.hooks",
+    "Features": "neurohook.features",
+    "LinearProbe": "neurohook.probe",
+    "analyze": "neurohook.analysis",
+}
+# submodules reachable as attributes, e.g. neurohook.verification.eer
+_SUBMODULES = {"hooks", "pooling", "features", "probe", "analysis", "ablation", "control", "verification"}
 
-__all__ = ["ranking", "__version__", *_LAZY]
+__all__ = ["ranking", "__version__", *_LAZY, *sorted(_SUBMODULES)]
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"neurohook.{name}")
     raise AttributeError(f"module 'neurohook' has no attribute {name!r}")

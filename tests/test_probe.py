@@ -1,0 +1,120 @@
+"""LinearProbe and batched probe training against independent references and properties."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from neurohook.probe import LinearProbe, ProbeSpec, fit_probes
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def blobs(n=600, d=40, c=3, informative=5, seed=0, scale=2.0):
+    """Classes separated along `informative` columns; the rest is noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    X = rng.standard_normal((n, d))
+    centers = rng.standard_normal((c, informative)) * scale
+    X[:, :informative] += centers[y]
+    return X.astype(np.float32), y
+
+
+def test_fit_predict_score_with_string_labels():
+    X, y = blobs()
+    names = np.array(["ar", "en", "zh"])[y]
+    probe = LinearProbe(lr=1e-2).fit(X[:400], names[:400])
+    assert probe.classes_.tolist() == ["ar", "en", "zh"]
+    assert probe.coef_.shape == (3, 40) and probe.intercept_.shape == (3,)
+    proba = probe.predict_proba(X[400:])
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(probe.classes_[proba.argmax(1)], probe.predict(X[400:]))
+    assert probe.score(X[400:], names[400:]) > 0.9
+    assert probe.score(X[400:], np.full(200, "xx")) == 0.0  # unseen labels are errors
+
+
+def test_matches_unregularised_logistic_regression_optimum():
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = blobs(n=500, d=6, c=3, informative=3, scale=1.0, seed=3)
+    ours = LinearProbe(lr=5e-2, epochs=3000, batch_size=500).fit(X, y)
+    Z = (X - X.mean(0)) / X.std(0)
+    ref = LogisticRegression(C=1e6, max_iter=10000, tol=1e-10).fit(Z, y)
+    np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(Z), atol=0.02)
+
+
+def test_batched_training_equals_training_each_probe_alone():
+    X, y = blobs(n=300, d=30)
+    specs = [ProbeSpec(0, 10, 0), ProbeSpec(10, 20, 0), ProbeSpec(20, 30, 0), ProbeSpec(0, 30, 0),
+             ProbeSpec(0, 10, 7), ProbeSpec(5, 30, 7)]
+    params = dict(l1=1e-4, l2=1e-3, epochs=5, batch_size=64)
+    together = fit_probes(X, y, specs, **params)
+    for spec, probe in zip(specs, together):
+        alone = LinearProbe(seed=spec.seed, **params).fit(X[:, spec.start : spec.end], y)
+        np.testing.assert_allclose(probe.coef_, alone.coef_, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(probe.intercept_, alone.intercept_, rtol=0, atol=1e-6)
+
+
+def test_seeded_and_deterministic():
+    X, y = blobs(n=300)
+    a, b = LinearProbe(seed=4).fit(X, y), LinearProbe(seed=4).fit(X, y)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    c = LinearProbe(seed=5).fit(X, y)
+    assert not np.array_equal(a.coef_, c.coef_)
+
+
+def test_normalisation_makes_the_probe_blind_to_feature_scale():
+    X, y = blobs(n=300)
+    scaled = X * np.logspace(-3, 3, X.shape[1], dtype=np.float32)
+    a, b = LinearProbe().fit(X, y), LinearProbe().fit(scaled, y)
+    np.testing.assert_allclose(a.coef_, b.coef_, atol=1e-4)
+    np.testing.assert_array_equal(a.predict(X), b.predict(scaled))
+
+
+def test_l1_penalty_shrinks_noise_weights():
+    X, y = blobs(n=600, d=60, informative=4)
+    sparse = LinearProbe(l1=1e-2, lr=1e-2, epochs=40).fit(X, y)
+    dense = LinearProbe(lr=1e-2, epochs=40).fit(X, y)
+    mass = np.abs(sparse.coef_).sum(axis=0)
+    assert mass[:4].min() > 5 * np.median(mass[4:])
+    noise_share = [np.abs(p.coef_[:, 4:]).sum() / np.abs(p.coef_).sum() for p in (sparse, dense)]
+    assert noise_share[0] < 0.5 * noise_share[1]
+
+
+def test_early_stopping_keeps_the_best_epoch(caplog):
+    X, y = blobs(n=400)
+    with caplog.at_level(logging.INFO, logger="neurohook.probe"):
+        probe = LinearProbe(early_stopping=True, patience=2, epochs=200, lr=5e-2).fit(X, y)
+    assert probe.n_epochs_ < 200
+    assert "early stopping" in caplog.text
+    assert probe.score(X, y) > 0.8
+
+
+def test_bad_input_is_rejected_clearly():
+    X, y = blobs(n=50)
+    with pytest.raises(ValueError, match="at least two classes"):
+        LinearProbe().fit(X, np.zeros(50))
+    with pytest.raises(ValueError, match="y has 49 labels but X has 50 rows"):
+        LinearProbe().fit(X, y[:49])
+    Xn = X.copy()
+    Xn[7, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf .* row 7, column 3"):
+        LinearProbe().fit(Xn, y)
+    with pytest.raises(ValueError, match="empty"):
+        LinearProbe().fit(X[:0], y[:0])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        LinearProbe().predict(X)
+    probe = LinearProbe(epochs=1).fit(X, y)
+    with pytest.raises(ValueError, match="X has 10 columns but the probe was trained on 40"):
+        probe.predict(X[:, :10])
+    with pytest.raises(ValueError, match="outside X's 40 columns"):
+        fit_probes(X, y, [ProbeSpec(30, 41)])
