@@ -1,0 +1,231 @@
+"""Build the built-in corpus: synthesise, apply channels, write 16 kHz wavs and a manifest.
+
+Each utterance is one unit of work with a fresh synthesiser and its own seeds, so the audio bytes
+and labels depend only on (size, seed): not on the number of processes, their scheduling, or on
+an earlier interrupted build. Files are written atomically (temporary file + ``os.replace``); an
+utterance is done when its ``.json`` sidecar and then its ``.wav`` exist, so a crashed build
+resumes where it stopped. The manifest (``manifest.csv``) is written last.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import multiprocessing as mp
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+from tqdm.auto import tqdm
+
+from neurohook.corpus.channels import apply_channel
+from neurohook.corpus.espeak import ESPEAK_RATE, Synthesizer
+from neurohook.corpus.plan import SIZES, UtteranceSpec, plan_corpus
+from neurohook.corpus.text import join_tokens, prompt_tokens
+
+__all__ = ["CORPUS_VERSION", "MANIFEST_COLUMNS", "SAMPLE_RATE", "build_corpus", "cache_dir", "default_corpus_dir"]
+
+_LOG = logging.getLogger(__name__)
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Bump when the audio or labels a (size, seed) gives would change.
+CORPUS_VERSION = 1
+SAMPLE_RATE = 16000
+MIN_SECONDS, MAX_SECONDS = 1.0, 6.0
+_PEAK = 0.8
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "utt_id", "path", "speaker", "gender", "language", "accent", "channel", "split",
+    "voice", "variant", "pitch", "pitch_range", "rate", "kind", "text", "duration", "events",
+)  # fmt: skip
+
+
+def cache_dir() -> Path:
+    """neurohook's cache folder: ``$XDG_CACHE_HOME/neurohook`` (default ``~/.cache/neurohook``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "neurohook"
+
+
+def default_corpus_dir(size: str, seed: int) -> Path:
+    """Where :func:`build_corpus` puts a corpus by default: ``<cache>/corpus/<size>-<seed>``."""
+    return cache_dir() / "corpus" / f"{size}-{seed}"
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _synthesise(spec: UtteranceSpec) -> tuple[np.ndarray, list[dict[str, Any]], str]:
+    """eSpeak samples (T,) int16 at 22050 Hz, events and text, with 1-6 s by adjusting the prompt length."""
+    spk = spec.speaker
+    tokens = prompt_tokens(spk.language, spec.kind, random.Random(spec.seed))
+    n = spec.n_tokens
+    for _ in range(8):
+        text = join_tokens(spk.language, tokens[:n])
+        with Synthesizer() as tts:  # fresh per attempt: the output depends on nothing before it
+            out = tts.synth(
+                spk.voice, text, rate=spk.rate, pitch=spk.pitch, pitch_range=spk.pitch_range, volume=100, seed=spec.seed
+            )
+        if out.seconds > MAX_SECONDS and n > 1:
+            n -= 1
+        elif out.seconds < MIN_SECONDS and n < len(tokens):
+            n += 1
+        else:
+            break
+    events = [{"kind": e.kind, "start": round(e.sample / ESPEAK_RATE, 5), "label": e.label} for e in out.events]
+    return out.samples, events, text
+
+
+def _render(spec: UtteranceSpec, samples: np.ndarray) -> np.ndarray:
+    """22050 Hz int16 -> channel -> 16 kHz int16 (T,), 1-6 s, peak-normalised."""
+    x = torch.from_numpy(samples.astype(np.float32) / 32768.0)
+    x = AF.resample(x, ESPEAK_RATE, SAMPLE_RATE)
+    lo, hi = int(MIN_SECONDS * SAMPLE_RATE), int(MAX_SECONDS * SAMPLE_RATE)
+    if x.shape[0] > hi:
+        x = x[:hi]
+    elif x.shape[0] < lo:
+        x = torch.nn.functional.pad(x, (0, lo - x.shape[0]))
+    gen = torch.Generator().manual_seed(spec.seed)
+    y = apply_channel(x, spec.channel, gen)
+    peak = float(y.abs().max())
+    if peak > 0:
+        y = y * (_PEAK / peak)
+    return np.round(y.numpy() * 32767.0).clip(-32768, 32767).astype(np.int16)
+
+
+def _row(spec: UtteranceSpec, text: str, duration: float) -> dict[str, str]:
+    spk = spec.speaker
+    return {
+        "utt_id": spec.utt_id,
+        "path": spec.relpath,
+        "speaker": spk.speaker,
+        "gender": spk.gender,
+        "language": spk.language,
+        "accent": spk.accent,
+        "channel": spec.channel,
+        "split": spec.split,
+        "voice": spk.voice,
+        "variant": spk.variant,
+        "pitch": str(spk.pitch),
+        "pitch_range": str(spk.pitch_range),
+        "rate": str(spk.rate),
+        "kind": spec.kind,
+        "text": text,
+        "duration": f"{duration:.4f}",
+        "events": spec.relpath[: -len(".wav")] + ".json",
+    }
+
+
+def _make_one(args: tuple[str, UtteranceSpec]) -> dict[str, str]:
+    """Make (or reuse) one utterance under ``root``; returns its manifest row."""
+    root, spec = Path(args[0]), args[1]
+    wav = root / spec.relpath
+    side = wav.with_suffix(".json")
+    if wav.is_file() and side.is_file():  # done by an earlier (possibly interrupted) build
+        meta = json.loads(side.read_text(encoding="utf-8"))
+        return _row(spec, meta["text"], meta["duration"])
+    wav.parent.mkdir(parents=True, exist_ok=True)
+    samples, events, text = _synthesise(spec)
+    audio = _render(spec, samples)
+    duration = len(audio) / SAMPLE_RATE
+    meta = {"utt_id": spec.utt_id, "text": text, "duration": duration, "events": events}
+    _atomic_bytes(side, json.dumps(meta, ensure_ascii=False, indent=0).encode("utf-8"))
+    buf = io.BytesIO()
+    sf.write(buf, audio, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    _atomic_bytes(wav, buf.getvalue())  # written last: its presence marks the utterance done
+    return _row(spec, text, duration)
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def _check_build_info(out: Path, size: str, seed: int) -> None:
+    info = {"corpus_version": CORPUS_VERSION, "size": size, "seed": seed, "sample_rate": SAMPLE_RATE}
+    path = out / "build.json"
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old != info:
+            raise RuntimeError(
+                f"{out} holds a different corpus ({old}); asked for {info}: choose another --out or remove it"
+            )
+        return
+    _atomic_bytes(path, json.dumps(info, indent=1).encode("utf-8"))
+
+
+def _write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    _atomic_bytes(path, buf.getvalue().encode("utf-8"))
+
+
+def build_corpus(
+    out_dir: PathLike | None = None,
+    size: str = "small",
+    seed: int = 0,
+    workers: int | None = None,
+    *,
+    progress: bool = True,
+) -> Path:
+    """Build (or finish, or reuse) the built-in corpus; returns the path of its ``manifest.csv``.
+
+    ``out_dir`` defaults to ``$XDG_CACHE_HOME/neurohook/corpus/<size>-<seed>``; ``workers``
+    (processes) defaults to the CPU count. The result is the same for any ``workers``.
+    """
+    if size not in SIZES:
+        raise ValueError(f"unknown corpus size {size!r}; choose from {list(SIZES)}")
+    out = Path(out_dir) if out_dir is not None else default_corpus_dir(size, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_build_info(out, size, seed)
+    manifest = out / "manifest.csv"
+    specs = plan_corpus(size, seed)
+    if manifest.is_file() and all((out / s.relpath).is_file() for s in specs):
+        _LOG.info("corpus %s already built (%d utterances)", out, len(specs))
+        return manifest
+    for stale in out.glob("audio/*/.*.tmp"):  # from an interrupted build
+        stale.unlink(missing_ok=True)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(specs)))
+    t0 = time.perf_counter()
+    jobs = [(str(out), s) for s in specs]
+    bar = tqdm(total=len(specs), desc=f"corpus {size}", unit="utt", disable=not progress)
+    rows: dict[str, dict[str, str]] = {}
+    try:
+        if workers == 1:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # same arithmetic as in worker processes
+            try:
+                for job in jobs:
+                    row = _make_one(job)
+                    rows[row["utt_id"]] = row
+                    bar.update()
+            finally:
+                torch.set_num_threads(threads)
+        else:
+            method = "fork" if sys.platform.startswith("linux") else "spawn"
+            with mp.get_context(method).Pool(workers, initializer=_init_worker) as pool:
+                for row in pool.imap_unordered(_make_one, jobs, chunksize=4):
+                    rows[row["utt_id"]] = row
+                    bar.update()
+    finally:
+        bar.close()
+    _write_manifest(manifest, [rows[s.utt_id] for s in specs])
+    wall = time.perf_counter() - t0
+    audio_s = sum(float(r["duration"]) for r in rows.values())
+    _LOG.info(
+        "built corpus %s: %d utterances, %.1f s of audio in %.1f s with %d process(es)",
+        out, len(specs), audio_s, wall, workers,
+    )  # fmt: skip
+    return manifest
