@@ -188,7 +188,7 @@ def fit_probes(
 ) -> list[LinearProbe]:
     """Train one probe per spec (columns of X (N, D) and a seed) together; returns fitted LinearProbes.
 
-    Probes of equal width share one ``torch.bmm``; probes of one seed share each minibatch. As the
+    Probes of one seed and width share one ``torch.bmm`` and every minibatch of that seed. As the
     summed loss separates and Adam is elementwise, each result equals fitting that probe alone.
     """
     X = _check_features(X)
@@ -221,34 +221,43 @@ def fit_probes(
             rows[seed] = (torch.arange(len(X), device=dev), None)
     n_train = len(rows[seeds[0]][0])
 
-    # Groups of equal width train in one bmm.
-    groups: dict[int, list[int]] = {}
+    # Probes of one seed and one width train in one bmm ("units"). When their columns tile one
+    # contiguous range (a model's equal-width layers) they read strided views of the minibatch.
+    units: dict[tuple[int, int], list[int]] = {}
     for i, s in enumerate(specs):
-        groups.setdefault(s.end - s.start, []).append(i)
-    params = {w: (torch.zeros(len(ix), C, w, device=dev, requires_grad=True),
-                  torch.zeros(len(ix), C, device=dev, requires_grad=True)) for w, ix in groups.items()}
+        units.setdefault((s.seed, s.end - s.start), []).append(i)
+    params = {u: (torch.zeros(len(ix), C, u[1], device=dev, requires_grad=True),
+                  torch.zeros(len(ix), C, device=dev, requires_grad=True)) for u, ix in units.items()}
     opt = torch.optim.Adam([p for pair in params.values() for p in pair], lr=lr)
-    # Column index (P, w) of every probe of a group, and which seed's minibatch it reads.
-    cols = {w: torch.stack([torch.arange(specs[i].start, specs[i].end, device=dev) for i in ix]) for w, ix in groups.items()}
-    seed_pos = {w: torch.tensor([seeds.index(specs[i].seed) for i in ix], device=dev) for w, ix in groups.items()}
+    columns: dict[tuple[int, int], slice | torch.Tensor] = {}
+    for (seed, w), ix in units.items():
+        starts = [specs[i].start for i in ix]
+        if starts == list(range(starts[0], starts[0] + w * len(ix), w)):
+            columns[(seed, w)] = slice(starts[0], starts[0] + w * len(ix))
+        else:
+            columns[(seed, w)] = torch.cat([torch.arange(specs[i].start, specs[i].end, device=dev) for i in ix])
+
+    def logits_of(zrow: torch.Tensor, unit: tuple[int, int], W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Logits (k, B, C) of a unit's k probes for minibatch rows zrow (B, D)."""
+        xs = zrow[:, columns[unit]].unflatten(1, (len(W), unit[1])).transpose(0, 1)  # (k, B, w)
+        return torch.baddbmm(b[:, None, :], xs, W.transpose(1, 2))
 
     gens = {seed: torch.Generator().manual_seed(seed) for seed in seeds}
-    best = {w: (W.detach().clone(), b.detach().clone()) for w, (W, b) in params.items()}
-    best_acc = {w: torch.full((len(ix),), -1.0, device=dev) for w, ix in groups.items()}
+    best = {u: (W.detach().clone(), b.detach().clone()) for u, (W, b) in params.items()}
+    best_acc = {u: torch.full((len(ix),), -1.0, device=dev) for u, ix in units.items()}
     stale = 0
     epochs_run = 0
     for epoch in range(epochs):
         epochs_run = epoch + 1
-        perms = torch.stack([rows[s][0][torch.randperm(n_train, generator=gens[s]).to(dev)] for s in seeds])  # (S, n_train)
+        perms = {s: rows[s][0][torch.randperm(n_train, generator=gens[s]).to(dev)] for s in seeds}
         for start in range(0, n_train, batch_size):
-            idx = perms[:, start : start + batch_size]  # (S, B)
-            zb, yb = Z[idx], Y[idx]  # (S, B, D), (S, B)
+            zrows = {s: (Z[perms[s][start : start + batch_size]], Y[perms[s][start : start + batch_size]]) for s in seeds}
             loss = torch.zeros((), device=dev)
-            for w, (W, b) in params.items():
-                xs = zb[seed_pos[w][:, None, None], torch.arange(idx.shape[1], device=dev)[None, :, None], cols[w][:, None, :]]
-                logits = torch.baddbmm(b[:, None, :], xs, W.transpose(1, 2))  # (P, B, C)
-                ce = torch.nn.functional.cross_entropy(logits.reshape(-1, C), yb[seed_pos[w]].reshape(-1), reduction="none")
-                loss = loss + ce.view(len(W), -1).mean(dim=1).sum()
+            for unit, (W, b) in params.items():
+                zrow, yrow = zrows[unit[0]]
+                logits = logits_of(zrow, unit, W, b)  # (k, B, C)
+                ce = torch.nn.functional.cross_entropy(logits.reshape(-1, C), yrow.repeat(len(W)), reduction="sum")
+                loss = loss + ce / len(yrow)
                 if l1:
                     loss = loss + l1 * W.abs().sum()
                 if l2:
@@ -259,28 +268,24 @@ def fit_probes(
         if early_stopping:
             improved = False
             with torch.no_grad():
-                for w, (W, b) in params.items():
-                    accs = []
-                    for p, i in enumerate(groups[w]):
-                        vrows = rows[specs[i].seed][1]
-                        pred = (Z[vrows][:, specs[i].start : specs[i].end] @ W[p].T + b[p]).argmax(1)
-                        accs.append((pred == Y[vrows]).float().mean())
-                    accs_t = torch.stack(accs)
-                    better = accs_t > best_acc[w]
+                for unit, (W, b) in params.items():
+                    vrows = rows[unit[0]][1]
+                    acc = (logits_of(Z[vrows], unit, W, b).argmax(2) == Y[vrows]).float().mean(dim=1)  # (k,)
+                    better = acc > best_acc[unit]
                     if better.any():
                         improved = True
-                        best_acc[w] = torch.where(better, accs_t, best_acc[w])
-                        best[w][0][better] = W.detach()[better]
-                        best[w][1][better] = b.detach()[better]
+                        best_acc[unit] = torch.where(better, acc, best_acc[unit])
+                        best[unit][0][better] = W.detach()[better]
+                        best[unit][1][better] = b.detach()[better]
             stale = 0 if improved else stale + 1
             if stale >= patience:
                 logger.info("early stopping after epoch %d: no probe improved for %d epochs", epoch + 1, patience)
                 break
-    final = best if early_stopping else {w: (W.detach(), b.detach()) for w, (W, b) in params.items()}
+    final = best if early_stopping else {u: (W.detach(), b.detach()) for u, (W, b) in params.items()}
 
     probes: list[LinearProbe | None] = [None] * len(specs)
-    for w, ix in groups.items():
-        W, b = (t.cpu().numpy() for t in final[w])
+    for u, ix in units.items():
+        W, b = (t.cpu().numpy() for t in final[u])
         for p, i in enumerate(ix):
             s = specs[i]
             probe = LinearProbe(l1=l1, l2=l2, epochs=epochs, batch_size=batch_size, lr=lr, seed=s.seed, device=device,

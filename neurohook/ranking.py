@@ -19,7 +19,16 @@ from typing import Literal, NamedTuple, Sequence
 
 import numpy as np
 
-from neurohook import _core
+try:
+    from neurohook import _core
+except ImportError as error:  # the source tree is imported instead of the installed package
+    import os as _os
+
+    raise ImportError(
+        f"neurohook's compiled core (neurohook._core) is missing from {_os.path.dirname(__file__)}: this is the "
+        "source tree, not an installed build. Install with `pip install .` (or `pip install -e .` for development) "
+        "and run from outside the source folder, e.g. `pytest` rather than `python -m pytest`."
+    ) from error
 
 __all__ = [
     "rank_per_class",
