@@ -16,7 +16,9 @@ __version__ = "0.1.0"
 # public name -> module that defines it (imported on first access)
 _LAZY = {
     "Recorder": "neurohook.hooks",
+    "split_rnn": "neurohook.hooks",
     "Features": "neurohook.features",
+    "LayerSpan": "neurohook.features",
     "LinearProbe": "neurohook.probe",
     "analyze": "neurohook.analysis",
 }

@@ -1,0 +1,301 @@
+"""Utterance-level features: pooled neuron values plus the map from columns to layers and units.
+
+A :class:`Features` holds ``values`` (N x D float32, one row per utterance), the utterance ``ids``
+in row order, and per column the layer, unit and statistic it came from. Files are written
+atomically (temporary file + ``os.replace``) in a format that never unpickles: safetensors
+(``.safetensors``) or NumPy ``.npz`` loaded with ``allow_pickle=False``, with JSON metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+__all__ = ["Features", "LayerSpan", "UtteranceId", "normalize_id"]
+
+UtteranceId = Union[str, int]
+_FORMAT_VERSION = 1
+_META_KEY = "neurohook_features"
+
+
+@dataclass(frozen=True)
+class LayerSpan:
+    """A contiguous run of columns ``start:end`` holding units of layer ``name`` pooled by ``pooling``."""
+
+    name: str
+    start: int
+    end: int
+    pooling: str
+    statistics: tuple[str, ...] = ("mean",)
+    unit_shape: tuple[int, ...] = ()
+
+    @property
+    def width(self) -> int:
+        """Number of columns in the span."""
+        return self.end - self.start
+
+
+class Features:
+    """Pooled activations of N utterances: ``values`` (N, D) float32, ``ids`` (N,), layer map.
+
+    Example::
+
+        feats = rec.features()
+        x = feats.values                        # (N, D) float32
+        layer, unit, stat = feats.unit(123)     # provenance of column 123
+        feats.select_layers(["encoder.transformer.layers.3"]).save("l3.safetensors")
+    """
+
+    def __init__(
+        self,
+        values: np.ndarray,
+        ids: Sequence[UtteranceId],
+        layers: Sequence[LayerSpan],
+        unit_layer: np.ndarray | None = None,
+        unit_index: np.ndarray | None = None,
+        unit_stat: Sequence[str] | np.ndarray | None = None,
+    ) -> None:
+        """Build from values (N, D), ids (N,) and spans; per-column provenance defaults from spans."""
+        values = np.asarray(values, dtype=np.float32)
+        if values.ndim != 2:
+            raise ValueError(f"values must be 2-D (N, D), got shape {values.shape}")
+        self.values: np.ndarray = values
+        self.ids: list[UtteranceId] = [normalize_id(u) for u in ids]
+        if len(self.ids) != values.shape[0]:
+            raise ValueError(f"{len(self.ids)} ids for {values.shape[0]} rows")
+        if len(set(self.ids)) != len(self.ids):
+            raise ValueError("utterance ids must be unique")
+        self.layers: tuple[LayerSpan, ...] = tuple(layers)
+        if unit_layer is None:
+            unit_layer, unit_index, unit_stat = _units_from_spans(self.layers)
+        self.unit_layer: np.ndarray = np.asarray(unit_layer, dtype=np.int64)
+        self.unit_index: np.ndarray = np.asarray(unit_index, dtype=np.int64)
+        self.unit_stat: np.ndarray = np.asarray(unit_stat, dtype=str)
+        if not (len(self.unit_layer) == len(self.unit_index) == len(self.unit_stat) == values.shape[1]):
+            raise ValueError("per-column provenance must have one entry per column")
+
+    # ----------------------------------------------------------------------------- inspection
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(N utterances, D neurons)."""
+        return self.values.shape  # type: ignore[return-value]
+
+    def __len__(self) -> int:
+        """Number of utterances N."""
+        return self.values.shape[0]
+
+    def __repr__(self) -> str:
+        """Short summary: size and layer names."""
+        names = list(dict.fromkeys(s.name for s in self.layers))
+        return f"Features(n={len(self)}, neurons={self.values.shape[1]}, layers={names})"
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Distinct layer names in column order."""
+        return list(dict.fromkeys(s.name for s in self.layers))
+
+    def unit(self, column: int) -> tuple[str, int, str]:
+        """(layer name, unit index within the layer, statistic) of column ``column``."""
+        if not -self.values.shape[1] <= column < self.values.shape[1]:
+            raise IndexError(f"column {column} out of range for {self.values.shape[1]} neurons")
+        span = self.layers[int(self.unit_layer[column])]
+        return span.name, int(self.unit_index[column]), str(self.unit_stat[column])
+
+    def columns(self, layer: str) -> np.ndarray:
+        """Column indices (k,) belonging to ``layer``."""
+        spans = [i for i, s in enumerate(self.layers) if s.name == layer]
+        if not spans:
+            raise KeyError(f"no layer {layer!r}; layers are {self.layer_names}")
+        return np.flatnonzero(np.isin(self.unit_layer, spans))
+
+    # ------------------------------------------------------------------------------ selection
+    def select_layers(self, names: str | Sequence[str]) -> Features:
+        """Features restricted to the named layers' columns, in the order given."""
+        names = [names] if isinstance(names, str) else list(names)
+        cols = np.concatenate([self.columns(n) for n in names]) if names else np.zeros(0, np.int64)
+        return self.select_neurons(cols)
+
+    def select_neurons(self, columns: Sequence[int] | np.ndarray) -> Features:
+        """Features with only ``columns`` (k,), in that order; layer spans become runs of one layer."""
+        cols = np.asarray(columns, dtype=np.int64).reshape(-1)
+        if cols.size and (cols.min() < 0 or cols.max() >= self.values.shape[1]):
+            raise IndexError(f"neuron indices must lie in [0, {self.values.shape[1]})")
+        unit_layer = self.unit_layer[cols]
+        spans: list[LayerSpan] = []
+        new_layer = np.empty_like(unit_layer)
+        start = 0
+        for end in range(1, len(cols) + 1):
+            if end == len(cols) or unit_layer[end] != unit_layer[start]:
+                old = self.layers[int(unit_layer[start])]
+                spans.append(
+                    LayerSpan(old.name, start, end, old.pooling, old.statistics, old.unit_shape)
+                )
+                new_layer[start:end] = len(spans) - 1
+                start = end
+        return Features(
+            self.values[:, cols], self.ids, spans, new_layer, self.unit_index[cols], self.unit_stat[cols]
+        )
+
+    def select_ids(self, ids: Sequence[UtteranceId]) -> Features:
+        """Features with only the rows of ``ids``, in that order."""
+        where = {u: i for i, u in enumerate(self.ids)}
+        missing = [u for u in ids if u not in where]
+        if missing:
+            raise KeyError(f"unknown utterance ids: {missing[:5]}")
+        rows = [where[u] for u in ids]
+        return Features(self.values[rows], ids, self.layers, self.unit_layer, self.unit_index, self.unit_stat)
+
+    @staticmethod
+    def concat(shards: Sequence[Features]) -> Features:
+        """Stack shards with identical layer maps row-wise; ids must stay unique."""
+        if not shards:
+            raise ValueError("concat needs at least one shard")
+        first = shards[0]
+        for i, s in enumerate(shards[1:], start=1):
+            if (
+                s.layers != first.layers
+                or not np.array_equal(s.unit_index, first.unit_index)
+                or not np.array_equal(s.unit_stat, first.unit_stat)
+                or not np.array_equal(s.unit_layer, first.unit_layer)
+            ):
+                raise ValueError(f"shard {i} has a different layer map from shard 0")
+        ids = [u for s in shards for u in s.ids]
+        return Features(
+            np.concatenate([s.values for s in shards]),
+            ids,
+            first.layers,
+            first.unit_layer,
+            first.unit_index,
+            first.unit_stat,
+        )
+
+    # ------------------------------------------------------------------------------------ I/O
+    def _metadata(self) -> str:
+        """JSON metadata: version, ids and layer spans."""
+        return json.dumps(
+            {
+                "version": _FORMAT_VERSION,
+                "ids": self.ids,
+                "layers": [
+                    {
+                        "name": s.name,
+                        "start": s.start,
+                        "end": s.end,
+                        "pooling": s.pooling,
+                        "statistics": list(s.statistics),
+                        "unit_shape": list(s.unit_shape),
+                    }
+                    for s in self.layers
+                ],
+                "unit_stat_names": sorted(set(self.unit_stat.tolist())),
+            }
+        )
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """Numeric arrays written to disk (statistics coded as indices into the metadata list)."""
+        names = sorted(set(self.unit_stat.tolist()))
+        code = {n: i for i, n in enumerate(names)}
+        return {
+            "values": np.ascontiguousarray(self.values),
+            "unit_layer": self.unit_layer.astype(np.int64),
+            "unit_index": self.unit_index.astype(np.int64),
+            "unit_stat": np.array([code[s] for s in self.unit_stat.tolist()], dtype=np.int64),
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write atomically to ``path`` (.safetensors or .npz) and return it."""
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in (".safetensors", ".npz"):
+            raise ValueError(f"unsupported features file suffix {path.suffix!r}; use .safetensors or .npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                if suffix == ".npz":
+                    meta = np.frombuffer(self._metadata().encode("utf-8"), dtype=np.uint8)
+                    np.savez(fh, **self._arrays(), **{_META_KEY: meta})
+                else:
+                    from safetensors.numpy import save as st_save
+
+                    fh.write(st_save(self._arrays(), metadata={_META_KEY: self._metadata()}))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Features:
+        """Read features written by :meth:`save` (no pickle involved)."""
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in ("values", "unit_layer", "unit_index", "unit_stat")}
+                meta_text = z[_META_KEY].tobytes().decode("utf-8")
+        elif suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="numpy") as f:
+                meta_text = (f.metadata() or {}).get(_META_KEY)
+                if meta_text is None:
+                    raise ValueError(f"{path} is not a neurohook features file (no metadata)")
+                arrays = {k: f.get_tensor(k) for k in ("values", "unit_layer", "unit_index", "unit_stat")}
+        else:
+            raise ValueError(f"unsupported features file suffix {path.suffix!r}; use .safetensors or .npz")
+        meta = json.loads(meta_text)
+        if meta.get("version") != _FORMAT_VERSION:
+            raise ValueError(f"{path}: unsupported features format version {meta.get('version')!r}")
+        layers = [
+            LayerSpan(
+                d["name"], d["start"], d["end"], d["pooling"], tuple(d["statistics"]), tuple(d["unit_shape"])
+            )
+            for d in meta["layers"]
+        ]
+        names = meta["unit_stat_names"]
+        stats = np.array([names[i] for i in arrays["unit_stat"].tolist()], dtype=str)
+        return cls(arrays["values"], meta["ids"], layers, arrays["unit_layer"], arrays["unit_index"], stats)
+
+
+def normalize_id(u: object) -> UtteranceId:
+    """An utterance id as a JSON-safe str or int (NumPy/torch integers become int)."""
+    if isinstance(u, (str, int)) and not isinstance(u, bool):
+        return u
+    if isinstance(u, np.integer):
+        return int(u)
+    if hasattr(u, "item") and getattr(u, "ndim", None) == 0:
+        return normalize_id(u.item())
+    raise TypeError(f"utterance ids must be str or int, got {type(u).__name__}: {u!r}")
+
+
+def _units_from_spans(spans: Sequence[LayerSpan]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-column (layer index, unit index, statistic) for contiguous spans of stat blocks."""
+    layer_idx: list[np.ndarray] = []
+    unit_idx: list[np.ndarray] = []
+    stat: list[np.ndarray] = []
+    expected = 0
+    for i, s in enumerate(spans):
+        if s.start != expected:
+            raise ValueError(f"layer spans must be contiguous; {s.name!r} starts at {s.start}, expected {expected}")
+        n_stat = max(1, len(s.statistics))
+        if s.width % n_stat:
+            raise ValueError(f"layer {s.name!r}: width {s.width} not divisible by {n_stat} statistics")
+        per = s.width // n_stat
+        layer_idx.append(np.full(s.width, i, dtype=np.int64))
+        unit_idx.append(np.tile(np.arange(per, dtype=np.int64), n_stat))
+        stat.append(np.repeat(np.array(list(s.statistics) or ["value"], dtype=str), per))
+        expected = s.end
+    if not spans:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype=str)
+    return np.concatenate(layer_idx), np.concatenate(unit_idx), np.concatenate(stat)

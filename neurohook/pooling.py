@@ -1,0 +1,343 @@
+"""Streaming, padding-aware statistical pooling of frame-level activations.
+
+Statistics are kept per utterance on the activations' own device (CPU or CUDA) and merged exactly
+across forward calls (Chan et al.'s parallel form of Welford's update), so chunked or streaming
+inference gives the same result as one pass over the whole utterance. Frames are never stored.
+
+Conventions: a frame tensor is ``(B, T, *F)`` with time on axis 1 and the neuron axes ``F`` after
+it; ``lengths`` ``(B,)`` counts the valid (unpadded) frames at the start of each item. Pooled
+outputs flatten ``F`` in C order, so a ``(C, F)`` map gives unit ``c * F + f``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "POOLINGS",
+    "STATISTICS",
+    "RunningPool",
+    "BatchMoments",
+    "batch_moments",
+    "merge_moments",
+    "pool_frames",
+]
+
+#: Pooling modes accepted by :class:`RunningPool`; ``"none"`` is the pass-through of (B, D) outputs.
+POOLINGS: tuple[str, ...] = ("mean", "std", "stats", "max", "min", "none")
+
+#: Statistics each pooling mode produces, in output order (each block has the layer's width).
+STATISTICS: dict[str, tuple[str, ...]] = {
+    "mean": ("mean",),
+    "std": ("std",),
+    "stats": ("mean", "std"),
+    "max": ("max",),
+    "min": ("min",),
+    "none": ("value",),
+}
+
+#: Largest number of activation elements converted/masked at once (bounds transient memory).
+DEFAULT_CHUNK_ELEMENTS: int = 1 << 20
+
+
+def check_pooling(pooling: str) -> str:
+    """Return ``pooling`` if it is a known mode, else raise ValueError listing the modes."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
+    return pooling
+
+
+@dataclass
+class BatchMoments:
+    """Per-item partial statistics: count (B,) int64; mean/m2/max/min (B, *F) or None."""
+
+    count: Tensor
+    mean: Tensor | None = None
+    m2: Tensor | None = None
+    max: Tensor | None = None
+    min: Tensor | None = None
+
+
+def _time_mask(lengths: Tensor, start: int, stop: int, n_feature_dims: int) -> Tensor:
+    """Valid-frame mask (B, stop - start, 1, ..., 1) for frames ``start:stop``."""
+    steps = torch.arange(start, stop, device=lengths.device)
+    mask = steps[None, :] < lengths[:, None]
+    return mask.reshape(mask.shape + (1,) * n_feature_dims)
+
+
+def batch_moments(
+    x: Tensor,
+    lengths: Tensor | None,
+    *,
+    need_m2: bool = True,
+    need_max: bool = False,
+    need_min: bool = False,
+    need_mean: bool = True,
+    dtype: torch.dtype = torch.float32,
+    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+) -> BatchMoments:
+    """Masked count/mean/M2/max/min over time of frames x (B, T, *F); lengths (B,) or None (all valid).
+
+    Two passes in ``dtype`` (cascade-summed mean, then centred squares), at most ``chunk_elements``
+    elements at a time, so large activation offsets (e.g. mean 1e4) keep full relative accuracy in
+    float32 and transient memory does not grow with T.
+    """
+    if x.dim() < 2:
+        raise ValueError(f"expected frames of shape (B, T, *F), got {tuple(x.shape)}")
+    batch, frames = x.shape[0], x.shape[1]
+    feat_shape = tuple(x.shape[2:])
+    n_feat = len(feat_shape)
+    device = x.device
+    if lengths is None:
+        count = torch.full((batch,), frames, dtype=torch.int64, device=device)
+    else:
+        count = lengths.to(device=device, dtype=torch.int64).clamp(0, frames)
+    per_frame = max(1, batch * math.prod(feat_shape))
+    step = max(1, chunk_elements // per_frame)
+    out = BatchMoments(count=count)
+    masked = lengths is not None and bool((count < frames).any())
+    zero = torch.zeros((), dtype=dtype, device=device)
+
+    def chunk(start: int, stop: int) -> tuple[Tensor, Tensor | None]:
+        """Frames start:stop in dtype, and their mask (or None when every frame is valid)."""
+        xc = x[:, start:stop].to(dtype)
+        return xc, (_time_mask(count, start, stop, n_feat) if masked else None)
+
+    if need_mean or need_m2:
+        # pass 1: masked sum (torch's cascade summation keeps float32 sums of offset data accurate)
+        total = torch.zeros((batch,) + feat_shape, dtype=dtype, device=device)
+        for start in range(0, frames, step):
+            xc, mask = chunk(start, min(frames, start + step))
+            total += (xc if mask is None else torch.where(mask, xc, zero)).sum(dim=1)
+        denom = count.clamp(min=1).to(dtype).reshape((batch,) + (1,) * n_feat)
+        out.mean = total / denom
+        if need_m2:  # pass 2: centred squares (no cancellation, unlike sum(x^2) - n * mean^2)
+            m2 = torch.zeros((batch,) + feat_shape, dtype=dtype, device=device)
+            centre = out.mean.unsqueeze(1)
+            for start in range(0, frames, step):
+                xc, mask = chunk(start, min(frames, start + step))
+                dev = xc - centre
+                if mask is not None:
+                    dev = torch.where(mask, dev, zero)
+                m2 += dev.square_().sum(dim=1)
+            out.m2 = m2
+    for name, needed, fill, reduce in (
+        ("max", need_max, -math.inf, torch.amax),
+        ("min", need_min, math.inf, torch.amin),
+    ):
+        if not needed:
+            continue
+        best = torch.full((batch,) + feat_shape, fill, dtype=dtype, device=device)
+        for start in range(0, frames, step):
+            xc, mask = chunk(start, min(frames, start + step))
+            if mask is not None:
+                xc = torch.where(mask, xc, torch.full((), fill, dtype=dtype, device=device))
+            best = torch.maximum(best, reduce(xc, dim=1)) if name == "max" else torch.minimum(
+                best, reduce(xc, dim=1)
+            )
+        setattr(out, name, best)
+    return out
+
+
+def merge_moments(a: BatchMoments, b: BatchMoments) -> BatchMoments:
+    """Exact merge of two partial results for the same items (Chan's parallel update)."""
+    count = a.count + b.count
+    out = BatchMoments(count=count)
+    if a.mean is not None and b.mean is not None:
+        dtype = a.mean.dtype
+        shape = (count.shape[0],) + (1,) * (a.mean.dim() - 1)
+        n_a = a.count.to(dtype).reshape(shape)
+        n = count.to(dtype).reshape(shape)
+        weight_b = torch.where(n > 0, b.count.to(dtype).reshape(shape) / n.clamp(min=1), 0.0)
+        delta = b.mean - a.mean
+        out.mean = a.mean + delta * weight_b
+        if a.m2 is not None and b.m2 is not None:
+            out.m2 = a.m2 + b.m2 + delta.square() * (n_a * weight_b)
+    if a.max is not None and b.max is not None:
+        out.max = torch.maximum(a.max, b.max)
+    if a.min is not None and b.min is not None:
+        out.min = torch.minimum(a.min, b.min)
+    return out
+
+
+def finalize(m: BatchMoments, pooling: str, *, unbiased: bool = False) -> Tensor:
+    """Pooled values (B, S * prod(F)) from moments; S = number of statistics of ``pooling``."""
+    blocks: list[Tensor] = []
+    for stat in STATISTICS[pooling]:
+        if stat in ("mean", "value"):
+            blocks.append(m.mean)
+        elif stat == "std":
+            shape = (m.count.shape[0],) + (1,) * (m.m2.dim() - 1)
+            dof = (m.count - 1 if unbiased else m.count).clamp(min=1).to(m.m2.dtype).reshape(shape)
+            var = (m.m2 / dof).clamp(min=0.0)
+            if unbiased:  # one frame: no spread to estimate; report 0 rather than NaN
+                var = torch.where(m.count.reshape(shape) > 1, var, torch.zeros_like(var))
+            blocks.append(var.sqrt())
+        else:
+            blocks.append(getattr(m, stat))
+    return torch.cat([b.reshape(b.shape[0], -1) for b in blocks], dim=1)
+
+
+def pool_frames(
+    x: Tensor,
+    lengths: Tensor | None = None,
+    pooling: str = "mean",
+    *,
+    unbiased: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """One-shot pooling of frames x (B, T, *F) with valid lengths (B,) -> (B, S * prod(F))."""
+    check_pooling(pooling)
+    if pooling == "none":
+        raise ValueError("pooling 'none' is for (B, D) utterance-level outputs, not frames")
+    m = batch_moments(
+        x,
+        lengths,
+        need_mean=pooling in ("mean", "std", "stats"),
+        need_m2=pooling in ("std", "stats"),
+        need_max=pooling == "max",
+        need_min=pooling == "min",
+        dtype=dtype,
+    )
+    return finalize(m, pooling, unbiased=unbiased)
+
+
+class RunningPool:
+    """Running per-utterance statistics of one layer, kept on the device of the first activations.
+
+    Rows are addressed by integer slots (the caller maps utterance ids to slots). Example::
+
+        pool = RunningPool("stats")
+        pool.update(frames, lengths, slots)        # frames (B, T, D), lengths (B,), slots (B,)
+        values = pool.result(n_rows)               # (n_rows, 2 * D) float32 on CPU
+    """
+
+    def __init__(
+        self,
+        pooling: str = "mean",
+        *,
+        unbiased: bool = False,
+        dtype: torch.dtype = torch.float32,
+        chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    ) -> None:
+        """Create an empty pool; ``dtype`` (float32 or float64) is the accumulation precision."""
+        self.pooling = check_pooling(pooling)
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"accumulation dtype must be torch.float32 or torch.float64, got {dtype}")
+        self.unbiased = unbiased
+        self.dtype = dtype
+        self.chunk_elements = chunk_elements
+        self.feature_shape: tuple[int, ...] | None = None
+        self.device: torch.device | None = None
+        self._state: BatchMoments | None = None
+
+    @property
+    def statistics(self) -> tuple[str, ...]:
+        """Names of the statistic blocks in output order."""
+        return STATISTICS[self.pooling]
+
+    @property
+    def width(self) -> int:
+        """Neurons per statistic block (prod of the feature shape); 0 before the first update."""
+        return 0 if self.feature_shape is None else math.prod(self.feature_shape)
+
+    @property
+    def capacity(self) -> int:
+        """Number of slots currently allocated."""
+        return 0 if self._state is None else int(self._state.count.shape[0])
+
+    def _needs(self) -> dict[str, bool]:
+        """Which moments this pooling mode keeps."""
+        p = self.pooling
+        return {
+            "need_mean": p in ("mean", "std", "stats", "none"),
+            "need_m2": p in ("std", "stats"),
+            "need_max": p == "max",
+            "need_min": p == "min",
+        }
+
+    def _empty(self, rows: int) -> BatchMoments:
+        """Initial (identity) moments for ``rows`` slots."""
+        assert self.feature_shape is not None and self.device is not None
+        shape = (rows,) + self.feature_shape
+        needs = self._needs()
+        opts = {"dtype": self.dtype, "device": self.device}
+        return BatchMoments(
+            count=torch.zeros(rows, dtype=torch.int64, device=self.device),
+            mean=torch.zeros(shape, **opts) if needs["need_mean"] else None,
+            m2=torch.zeros(shape, **opts) if needs["need_m2"] else None,
+            max=torch.full(shape, -math.inf, **opts) if needs["need_max"] else None,
+            min=torch.full(shape, math.inf, **opts) if needs["need_min"] else None,
+        )
+
+    def _reserve(self, rows: int) -> None:
+        """Grow storage (doubling) so that ``rows`` slots exist."""
+        if self._state is None:
+            self._state = self._empty(max(rows, 16))
+            return
+        cap = self.capacity
+        if rows <= cap:
+            return
+        extra = self._empty(max(rows, 2 * cap) - cap)
+        old = self._state
+        self._state = BatchMoments(
+            **{
+                k: (None if getattr(old, k) is None else torch.cat([getattr(old, k), getattr(extra, k)]))
+                for k in ("count", "mean", "m2", "max", "min")
+            }
+        )
+
+    def update(self, x: Tensor, lengths: Tensor | None, slots: Tensor) -> None:
+        """Add frames x (B, T, *F) with valid lengths (B,) or None to rows ``slots`` (B,) int64."""
+        x = x.detach()
+        if self.feature_shape is None:
+            self.feature_shape = tuple(x.shape[2:])
+            self.device = x.device
+        elif tuple(x.shape[2:]) != self.feature_shape:
+            raise ValueError(
+                f"neuron shape changed between calls: {self.feature_shape} then {tuple(x.shape[2:])}"
+            )
+        part = batch_moments(x, lengths, dtype=self.dtype, chunk_elements=self.chunk_elements, **self._needs())
+        if x.device != self.device:  # e.g. DataParallel replicas: merge on the storage device
+            part = BatchMoments(
+                **{
+                    k: (None if getattr(part, k) is None else getattr(part, k).to(self.device))
+                    for k in ("count", "mean", "m2", "max", "min")
+                }
+            )
+        slots = slots.to(self.device)
+        self._reserve(int(slots.max()) + 1 if slots.numel() else 0)
+        state = self._state
+        assert state is not None
+        old = BatchMoments(
+            **{
+                k: (None if getattr(state, k) is None else getattr(state, k).index_select(0, slots))
+                for k in ("count", "mean", "m2", "max", "min")
+            }
+        )
+        new = merge_moments(old, part)
+        for k in ("count", "mean", "m2", "max", "min"):
+            if getattr(state, k) is not None:
+                getattr(state, k).index_copy_(0, slots, getattr(new, k))
+
+    def counts(self, rows: int) -> Tensor:
+        """Frames seen per row (rows,) int64 on CPU."""
+        if self._state is None:
+            return torch.zeros(rows, dtype=torch.int64)
+        self._reserve(rows)
+        return self._state.count[:rows].cpu()
+
+    def result(self, rows: int) -> Tensor:
+        """Pooled values (rows, S * width) float32 on CPU for slots ``0..rows-1``."""
+        if self._state is None:
+            raise RuntimeError("no activations were pooled")
+        self._reserve(rows)
+        s = self._state
+        view = BatchMoments(
+            **{k: (None if getattr(s, k) is None else getattr(s, k)[:rows]) for k in ("count", "mean", "m2", "max", "min")}
+        )
+        return finalize(view, self.pooling, unbiased=self.unbiased).to(device="cpu", dtype=torch.float32)

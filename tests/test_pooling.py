@@ -1,0 +1,165 @@
+"""Streaming statistical pooling against a naive float64 reference that keeps every frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from neurohook.pooling import RunningPool, pool_frames
+
+MODES = ["mean", "std", "stats", "max", "min"]
+
+
+def reference(x: torch.Tensor, lengths: list[int], mode: str, unbiased: bool = False) -> np.ndarray:
+    """Naive pooling of frames x (B, T, *F) in float64, item by item, padding sliced away."""
+    rows = []
+    for b, n in enumerate(lengths):
+        f = x[b, :n].double().reshape(n, -1).numpy()
+        mean = f.mean(0)
+        std = f.std(0, ddof=1 if unbiased and n > 1 else 0) if n > 1 else np.zeros_like(mean)
+        rows.append(
+            {
+                "mean": mean,
+                "std": std,
+                "stats": np.concatenate([mean, std]),
+                "max": f.max(0),
+                "min": f.min(0),
+            }[mode]
+        )
+    return np.stack(rows)
+
+
+def rel_err(got: torch.Tensor | np.ndarray, ref: np.ndarray) -> float:
+    """Max abs error divided by max abs reference value."""
+    got = np.asarray(got, dtype=np.float64)
+    return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-30))
+
+
+def padded_batch(lengths: list[int], dim: int = 6, offset: float = 0.0, seed: int = 0) -> torch.Tensor:
+    """Random frames (B, max(lengths), dim) whose padding is garbage (large values, NaN)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(lengths), max(lengths), dim, generator=g) * 3 + offset
+    for b, n in enumerate(lengths):
+        x[b, n:] = 1e6
+        if n + 1 < x.shape[1]:
+            x[b, n + 1 :] = float("nan")
+    return x
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_one_shot_matches_reference_with_mixed_lengths(mode: str) -> None:
+    lengths = [17, 1, 40, 9]
+    x = padded_batch(lengths)
+    got = pool_frames(x, torch.tensor(lengths), mode)
+    ref = reference(x, lengths, mode)
+    assert got.shape == ref.shape
+    assert not torch.isnan(got).any()
+    assert rel_err(got, ref) <= 1e-5
+
+
+@pytest.mark.parametrize("mode", ["std", "stats"])
+def test_unbiased_option_and_single_frame_std_is_zero(mode: str) -> None:
+    lengths = [1, 5, 2]
+    x = padded_batch(lengths)
+    got = pool_frames(x, torch.tensor(lengths), mode, unbiased=True)
+    assert rel_err(got, reference(x, lengths, mode, unbiased=True)) <= 1e-5
+    width = x.shape[2]
+    assert torch.all(got[0, -width:] == 0)  # the one-frame item: std 0, not NaN
+    pop = pool_frames(x, torch.tensor(lengths), "std")
+    assert torch.all(pop[0] == 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_chunked_streaming_equals_one_shot(mode: str) -> None:
+    lengths = [50, 23, 7]
+    x = padded_batch(lengths, seed=1)
+    one = RunningPool(mode)
+    one.update(x, torch.tensor(lengths), torch.tensor([0, 1, 2]))
+    streamed = RunningPool(mode)
+    # feed the utterances in uneven pieces, in a different slot order, with a zero-frame piece
+    cuts = [0, 3, 3, 20, 21, 50]
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        piece = x[[2, 0, 1], a:b] if b > a else x[[2, 0, 1], :0]
+        plen = [max(0, min(lengths[i], b) - a) for i in (2, 0, 1)]
+        streamed.update(piece, torch.tensor(plen), torch.tensor([2, 0, 1]))
+    ref = reference(x, lengths, mode)
+    assert rel_err(streamed.result(3), ref) <= 1e-5
+    assert rel_err(one.result(3), ref) <= 1e-5
+    assert torch.equal(streamed.counts(3), torch.tensor(lengths))
+
+
+def test_internal_time_chunking_matches_single_pass() -> None:
+    lengths = [300, 111]
+    x = padded_batch(lengths, seed=2)
+    big = RunningPool("stats")
+    small = RunningPool("stats", chunk_elements=2 * 6 * 7)  # 7 frames at a time
+    for pool in (big, small):
+        pool.update(x, torch.tensor(lengths), torch.tensor([0, 1]))
+    assert rel_err(small.result(2), reference(x, lengths, "stats")) <= 1e-5
+    assert rel_err(small.result(2), big.result(2).double().numpy()) <= 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("mode", ["stats", "max"])
+def test_half_precision_activations_accumulate_in_float32(dtype: torch.dtype, mode: str) -> None:
+    lengths = [64, 30]
+    x = padded_batch(lengths, offset=2.0, seed=3)
+    x = torch.where(torch.isnan(x), torch.zeros_like(x), x).clamp(-1e4, 1e4).to(dtype)
+    got = pool_frames(x, torch.tensor(lengths), mode)
+    assert got.dtype == torch.float32
+    assert rel_err(got, reference(x, lengths, mode)) <= 1e-5  # exact stats of the half values
+
+
+def test_long_utterance_with_large_offset_stays_accurate() -> None:
+    torch.manual_seed(4)
+    n = 200_000
+    x = (torch.randn(1, n, 4, dtype=torch.float64) + 1e4).float()
+    pool = RunningPool("stats", chunk_elements=1 << 16)
+    for a in range(0, n, 50_000):  # streamed in four calls
+        pool.update(x[:, a : a + 50_000], None, torch.tensor([0]))
+    got = pool.result(1).double().numpy()[0]
+    ref = reference(x, [n], "stats")[0]
+    mean_ref, std_ref = ref[:4], ref[4:]
+    assert np.abs(got[:4] - mean_ref).max() / np.abs(mean_ref).max() <= 1e-6
+    assert np.abs(got[4:] - std_ref).max() / std_ref.min() <= 1e-5
+
+
+def test_float64_accumulation_option() -> None:
+    lengths = [12, 5]
+    x = padded_batch(lengths, offset=1e3)
+    pool = RunningPool("stats", dtype=torch.float64)
+    pool.update(x, torch.tensor(lengths), torch.tensor([0, 1]))
+    assert rel_err(pool.result(2), reference(x, lengths, "stats")) <= 1e-6
+    with pytest.raises(ValueError, match="float32 or torch.float64"):
+        RunningPool("mean", dtype=torch.float16)
+
+
+def test_utterance_level_outputs_pass_through() -> None:
+    x = torch.randn(3, 5)
+    pool = RunningPool("none")
+    pool.update(x.unsqueeze(1), None, torch.tensor([2, 0, 1]))
+    assert torch.equal(pool.result(3), x[[1, 2, 0]])
+
+
+def test_multi_axis_neurons_flatten_in_c_order() -> None:
+    x = torch.randn(2, 9, 3, 4)  # (B, T, C, F)
+    got = pool_frames(x, torch.tensor([9, 4]), "mean")
+    ref = np.stack([x[0].mean(0).reshape(-1).numpy(), x[1, :4].mean(0).reshape(-1).numpy()])
+    assert got.shape == (2, 12)
+    assert rel_err(got, ref) <= 1e-6
+
+
+def test_storage_grows_and_keeps_rows() -> None:
+    pool = RunningPool("mean")
+    x = torch.randn(1, 3, 2)
+    pool.update(x, None, torch.tensor([0]))
+    pool.update(x + 1, None, torch.tensor([40]))
+    assert pool.capacity >= 41
+    res = pool.result(41)
+    assert torch.allclose(res[0], x[0].mean(0)) and torch.allclose(res[40], x[0].mean(0) + 1)
+
+
+def test_unknown_pooling_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown pooling 'median'"):
+        RunningPool("median")
