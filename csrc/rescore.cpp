@@ -77,23 +77,30 @@ struct Problem {
     const int64_t* y;
 };
 
+// The unsigned integer of a float's width, and its exponent bits.
+template <class T>
+struct FloatBits;
+template <>
+struct FloatBits<float> {
+    typedef uint32_t type;
+    static constexpr uint32_t exponent = 0x7f800000u;
+};
+template <>
+struct FloatBits<double> {
+    typedef uint64_t type;
+    static constexpr uint64_t exponent = 0x7ff0000000000000ull;
+};
+
 // True when no value is NaN or Inf: an all-ones exponent, tested on the bits (a vectorisable
 // integer reduction, unlike a floating-point one).
-NH_INLINE bool all_finite(const float* v, int64_t n) {
-    uint32_t bad = 0;
+template <class T>
+NH_INLINE bool all_finite(const T* v, int64_t n) {
+    typedef typename FloatBits<T>::type U;
+    U bad = 0;
     for (int64_t i = 0; i < n; ++i) {
-        uint32_t bits;
+        U bits;
         std::memcpy(&bits, v + i, sizeof bits);
-        bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
-    }
-    return bad == 0;
-}
-NH_INLINE bool all_finite(const double* v, int64_t n) {
-    uint64_t bad = 0;
-    for (int64_t i = 0; i < n; ++i) {
-        uint64_t bits;
-        std::memcpy(&bits, v + i, sizeof bits);
-        bad |= static_cast<uint64_t>((bits & 0x7ff0000000000000ull) == 0x7ff0000000000000ull);
+        bad |= static_cast<U>((bits & FloatBits<T>::exponent) == FloatBits<T>::exponent);
     }
     return bad == 0;
 }

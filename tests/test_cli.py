@@ -1,0 +1,95 @@
+"""The command line end to end: analyze -> report on saved features, and one-line errors for user mistakes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neurohook.cli import main
+from neurohook.features import Features, LayerSpan
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m neurohook ...` in a fresh process (as a user would), from a folder outside the source."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-I", "-m", "neurohook", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Saved features of 3 layers where layer L2 carries gender, and a manifest with the labels."""
+    root = tmp_path_factory.mktemp("study")
+    rng = np.random.default_rng(0)
+    n, w = 240, 16
+    speaker = rng.integers(0, 12, n)
+    gender = speaker % 2
+    channel = rng.integers(0, 3, n)
+    X = rng.standard_normal((n, 3 * w)).astype(np.float32)
+    X[:, w : w + 4] += 2.5 * gender[:, None]
+    X[:, 2 * w : 2 * w + 3] += 2.0 * np.eye(3)[channel]
+    ids = [f"utt{i:03d}" for i in range(n)]
+    Features(X, ids, [LayerSpan(f"L{i + 1}", i * w, (i + 1) * w, "mean") for i in range(3)]).save(root / "features.npz")
+    rows = ["utt_id,path,speaker,gender,channel"] + [
+        f"{u},{u}.wav,spk{s},{'fm'[g]},{['hq', 'tel', 'sat'][c]}" for u, s, g, c in zip(ids, speaker, gender, channel)]
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_analyze_then_report_end_to_end(study, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('seeds = 2\n[analyze]\nepochs = 10\nlr = 0.01\n')
+    r = cli("--config", str(config), "analyze", "--features", str(study / "features.npz"), "--manifest",
+            str(study / "manifest.csv"), "--tasks", "gender", "channel", "--sv", "--out", str(tmp_path / "results.json"),
+            "--model-name", "toy", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    tasks = results["models"]["toy"]["analysis"]["tasks"]
+    assert set(tasks) == {"gender", "channel"}
+    assert tasks["gender"]["best_layer"] == "L2" and tasks["channel"]["best_layer"] == "L3"
+    assert tasks["gender"]["seeds"] == [0, 1]
+    assert results["models"]["toy"]["verification"]["all"]["layerwise"]["layers"]
+    r = cli("report", "--results", str(tmp_path / "results.json"), "--out", str(tmp_path / "report"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "report" / "report.md").read_text()
+    oracle = tasks["gender"]["oracle"]["mean"] * 100
+    assert f"{oracle:.2f}" in md
+    assert list((tmp_path / "report").glob("*.png"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["analyze", "--features", "missing.npz", "--manifest", "m.csv", "--tasks", "gender"], "features not found: missing.npz"),
+    (["analyze", "--manifest", "m.csv"], "`analyze` needs --features and --tasks"),
+    (["report", "--results", "nope.json"], "results file not found: nope.json"),
+    (["extract", "--model", "no-such-model", "--manifest", "MANIFEST", "--out", "x"], "unknown model 'no-such-model'"),
+])
+def test_user_mistakes_give_one_line_and_exit_2(study, tmp_path, capsys, args, message):
+    args = [a.replace("MANIFEST", str(study / "manifest.csv")) for a in args]
+    os.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+def test_bad_config_key_and_unknown_column(study, tmp_path, capsys):
+    config = tmp_path / "bad.toml"
+    config.write_text("[analyze]\nepoch = 3\n")
+    assert main(["--config", str(config), "analyze", "--features", str(study / "features.npz")]) == 2
+    assert re.search(r"unknown key 'epoch' for `analyze`", capsys.readouterr().err)
+    assert main(["analyze", "--features", str(study / "features.npz"), "--manifest", str(study / "manifest.csv"),
+                 "--tasks", "language", "--out", str(tmp_path / "r.json")]) == 2
+    assert "manifest has no column 'language'" in capsys.readouterr().err
+
+
+def test_help_explains_every_option():
+    r = cli("extract", "--help")
+    assert r.returncode == 0
+    for flag in ("--model", "--manifest", "--layers", "--pooling", "--shard-size", "--on-error"):
+        assert flag in r.stdout
