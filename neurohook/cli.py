@@ -222,8 +222,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from neurohook.data.manifest import read_manifest
     from neurohook.extract import extract
 
-    manifest = read_manifest(existing(args.manifest, "manifest"))
     model = load_model(args.model, args.size)
+    manifest = read_manifest(existing(args.manifest, "manifest"))
     layers, overrides = (args.layers, None) if args.layers else models.probe_layers(model)
     path = extract(model, manifest, args.out, layers, pooling=args.pooling, overrides=overrides,
                    batch_size=args.batch_size, shard_size=args.shard_size, device=args.device, on_error=args.on_error,
@@ -302,8 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _user_error_types() as e:
         if args.debug:
             raise
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"neurohook: error: {message}".splitlines()[0], file=sys.stderr)
+        message = str(e.args[0] if isinstance(e, KeyError) and e.args else e)
+        lines = [line.strip() for line in message.splitlines() if line.strip()]
+        one = "; ".join(lines)
+        print(f"neurohook: error: {one if len(one) <= 400 else one[:397] + '...'}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("neurohook: interrupted (completed shards are kept; rerun to resume)", file=sys.stderr)
