@@ -9,7 +9,6 @@ ends with one line on stderr and exit status 2; ``--debug`` shows the traceback 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path

@@ -17,13 +17,6 @@ from neurohook.probe import LinearProbe
 PROBE = dict(lr=1e-2, epochs=15, l1=1e-3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def planted(n=900, layers=4, width=250, classes=3, seed=0):
     """Noise features with 20 label-carrying neurons in layer 2 (the last 8 are copies of the first 8)."""
@@ -40,7 +33,6 @@ def planted(n=900, layers=4, width=250, classes=3, seed=0):
 
 @pytest.fixture(scope="module")
 def study():
-    torch.set_num_threads(1)
     feats, y, cols = planted()
     return feats, y, cols, analyze(feats, y, seeds=(0, 1), **PROBE).tasks["task"]
 

@@ -17,7 +17,6 @@ import soundfile as sf
 import torch
 
 from neurohook.data.manifest import read_manifest
-from neurohook.extract import extract
 from neurohook.features import Features
 from neurohook.hooks import Recorder
 

@@ -6,17 +6,9 @@ import logging
 
 import numpy as np
 import pytest
-import torch
 
 from neurohook.probe import LinearProbe, ProbeSpec, fit_probes
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def blobs(n=600, d=40, c=3, informative=5, seed=0, scale=2.0):

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from neurohook import report, verification as V
 from neurohook.analysis import analyze
@@ -22,13 +21,6 @@ WIDTH = 16
 N_SPK = 16
 PNG = b"\x89PNG\r\n\x1a\n"
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def planted(seed: int, layers: int, speaker: bool, n: int = 200) -> tuple[Features, list[str], np.ndarray]:
@@ -72,7 +64,6 @@ def sv(F: Features, ids: list[str], spk: np.ndarray, neurons: bool) -> V.Verific
 @pytest.fixture(scope="module")
 def results() -> dict:
     """Two models: 'cnn-sre' (4 tasks, R.INIT, SV with Table 4 on EN) and 'st-small' (3 tasks, SV layer-wise only)."""
-    torch.set_num_threads(1)
     out = {"neurohook_version": "test", "models": {}}
     F, ids, spk = planted(0, 3, speaker=True)
     R = Features(np.random.default_rng(7).standard_normal(F.values.shape).astype(np.float32), ids, F.layers)
@@ -280,7 +271,6 @@ def test_findings_follow_the_rules(written, results):
 
 def test_missing_parts_do_not_crash(results, tmp_path):
     """One oddly named model, no SV, no R.INIT, a single seed, only GC and CC: 'not measured' where needed."""
-    torch.set_num_threads(1)
     F, ids, spk = planted(2, 2, speaker=False, n=120)
     res = analyze(F, {"GC": spk % 2, "CC": np.asarray(F.values[:, 3:6].argmax(1))}, speakers=spk.astype(str),
                   seeds=(0,), percentages=(25, 50), **PROBE)
