@@ -29,8 +29,8 @@ class UserError(Exception):
 Option = tuple[str, Any, str, dict]
 
 EXTRACT: list[Option] = [
-    ("--model", None, "built-in model name (see `neurohook models list`), a checkpoint .pt file, or "
-                      "torchaudio:NAME (random weights, e.g. torchaudio:wav2vec2_base)", {}),
+    ("--model", None, "a model name (see `neurohook models list`: the paper's architectures, resemblyzer, "
+                      "torchaudio's wav2vec2_base, hubert_base, ... with random weights) or a checkpoint .pt file", {}),
     ("--size", "small", "size of a built-in model: small or paper", {}),
     ("--manifest", None, "CSV or JSON-lines manifest with utt_id and path columns", {}),
     ("--out", None, "output folder (shards, features.npz, extract.json)", {}),
@@ -67,7 +67,7 @@ REPORT: list[Option] = [
 DEMO: list[Option] = [
     ("--out", "neurohook-demo", "output folder (corpus cache aside)", {}),
     ("--size", "small", "corpus size: tiny (seconds, for a smoke test), small or medium", {}),
-    ("--seeds", 3, "repeats over seeds", {"type": int}),
+    ("--seeds", None, "repeats over seeds (default: 1 for tiny, 3 for small, 5 for medium)", {"type": int}),
 ]
 CORPUS: list[Option] = [
     ("--out", None, "output folder (default: the user cache, $XDG_CACHE_HOME/neurohook/corpus)", {}),
@@ -187,7 +187,7 @@ def cmd_corpus_build(args: argparse.Namespace) -> int:
 def cmd_models_list(args: argparse.Namespace) -> int:
     from neurohook import models
 
-    for name in models.available():
+    for name in (*models.BUILTIN, *models.THIRD_PARTY):
         print(name)
     return 0
 
@@ -196,22 +196,25 @@ def cmd_models_train(args: argparse.Namespace) -> int:
     require(args, "model", "out")
     from neurohook.models import train
 
+    if args.model not in train.PRESETS:
+        raise UserError(f"no training recipe for {args.model!r}; recipes: {', '.join(train.PRESETS)}")
     manifest = str(existing(args.manifest, "manifest")) if args.manifest else None
-    path = train.train_model(args.model, manifest=manifest, size=args.size, out=args.out, epochs=args.epochs, seed=args.seed)
-    print(path)
+    overrides = {"size": args.size, "seed": args.seed, **({"epochs": args.epochs} if args.epochs else {})}
+    result = train.train(args.model, manifest=manifest, out=args.out, **overrides)
+    logger.info("trained %s in %.0f s: %s", args.model, result.seconds, result.metrics)
+    print(result.checkpoint)
     return 0
 
 
 def load_model(spec: str, size: str) -> Any:
-    """A model from a built-in name, a checkpoint file or torchaudio:NAME."""
+    """A model from a name (built-in or third-party) or a checkpoint file."""
     from neurohook import models
 
-    if spec.startswith("torchaudio:"):
-        return models.build(spec, size=size)
     if spec.endswith(".pt") or Path(spec).is_file():
         return models.load(existing(spec, "model checkpoint"))
-    if spec not in models.available():
-        raise UserError(f"unknown model {spec!r}: give a checkpoint file, torchaudio:NAME or one of {', '.join(models.available())}")
+    names = (*models.BUILTIN, *models.THIRD_PARTY)
+    if spec not in names:
+        raise UserError(f"unknown model {spec!r}: give a checkpoint file or one of {', '.join(names)}")
     return models.build(spec, size=size)
 
 
@@ -223,8 +226,12 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
     model = load_model(args.model, args.size)
     manifest = read_manifest(existing(args.manifest, "manifest"))
-    layers, overrides = (args.layers, None) if args.layers else models.probe_layers(model)
-    path = extract(model, manifest, args.out, layers, pooling=args.pooling, overrides=overrides,
+    if args.layers:
+        layers, pooling, overrides = args.layers, args.pooling, None
+    else:
+        spec = models.probe_layers(model)
+        layers, pooling, overrides = spec.layers, spec.pooling, spec.overrides
+    path = extract(model, manifest, args.out, layers, pooling=pooling, overrides=overrides,
                    batch_size=args.batch_size, shard_size=args.shard_size, device=args.device, on_error=args.on_error,
                    progress=not args.verbose)
     if path is not None:

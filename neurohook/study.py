@@ -45,7 +45,7 @@ def labels_of(manifest: Manifest, column: str, ids: Sequence[Any]) -> dict[str, 
 def analyze_model(
     features: Any,
     manifest: Manifest,
-    tasks: Sequence[str],
+    tasks: Sequence[str] | Mapping[str, str],
     *,
     speaker_column: str | None = "speaker",
     sv: bool = False,
@@ -53,12 +53,16 @@ def analyze_model(
     sv_trials: int = 2000,
     **options: Any,
 ) -> dict[str, Any]:
-    """Layer-wise and neuron-level analysis of every task (manifest column), plus optional SV, for one model."""
+    """Layer-wise and neuron-level analysis of every task, plus optional SV, for one model.
+
+    ``tasks``: manifest columns, or ``{task name: column}`` (e.g. ``{"GC": "gender"}``).
+    """
     ids = [str(u) for u in features.ids]
     missing = [u for u in ids if u not in manifest]
     if missing:
         raise ValueError(f"{len(missing)} utterance(s) of the features are not in the manifest, e.g. {missing[:3]}")
-    labels = {task: labels_of(manifest, task, ids) for task in tasks}
+    columns = dict(tasks) if isinstance(tasks, Mapping) else {t: t for t in tasks}
+    labels = {task: labels_of(manifest, column, ids) for task, column in columns.items()}
     speakers = labels_of(manifest, speaker_column, ids) if speaker_column else None
     result = analyze(features, labels, speakers=speakers, rinit_features=rinit_features, **options)
     entry: dict[str, Any] = {
@@ -71,7 +75,7 @@ def analyze_model(
     if sv:
         if speakers is None:
             raise ValueError("speaker verification needs a speaker column")
-        entry["verification"]["all"] = _verify(features, speakers, labels_of_optional(manifest, "gender", ids), sv_trials).to_dict()
+        entry["verification"]["SV"] = _verify(features, speakers, labels_of_optional(manifest, "gender", ids), sv_trials).to_dict()
     return entry
 
 
@@ -91,23 +95,31 @@ def _verify(features: Any, speakers: Mapping[str, str], genders: Mapping[str, st
     trial_ids = [u for u in features.ids if str(u) in speakers and speakers[str(u)] not in probe_spk]
     probe_ids = [u for u in features.ids if str(u) in speakers and speakers[str(u)] in probe_spk]
     same_gender = genders is not None and all(str(u) in genders for u in trial_ids)
+    per_speaker = np.unique([speakers[str(u)] for u in trial_ids], return_counts=True)[1]
+    available = int((per_speaker * (per_speaker - 1) // 2).sum())
     trials = verification.make_trials(
         [str(u) for u in trial_ids], [speakers[str(u)] for u in trial_ids],
         genders=[genders[str(u)] for u in trial_ids] if same_gender else None, same_gender=same_gender,
-        n_target=n_trials // 2, seed=0)
+        n_target=min(n_trials // 2, available), seed=0)
     probe_features = features.select_ids(probe_ids) if len(probe_spk) >= 2 else None
     return verification.evaluate(features, trials, probe_features=probe_features,
                                  probe_speakers=[speakers[str(u)] for u in probe_ids] if probe_features is not None else None)
 
 
-def write_results(models: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[str], merge: bool = True) -> Path:
-    """Write (or extend, when ``merge`` and the file exists) results.json atomically; returns its path."""
+def write_results(
+    models: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[str], merge: bool = True, **extra: Any
+) -> Path:
+    """Write (or extend, when ``merge`` and the file exists) results.json atomically; returns its path.
+
+    ``extra`` top-level keys (e.g. the settings of the run) are stored beside ``models``.
+    """
     path = Path(path)
     data: dict[str, Any] = {"neurohook_version": __version__, "models": {}}
     if merge and path.exists():
         data = json.loads(path.read_text())
         data["neurohook_version"] = __version__
     data["models"].update(models)
+    data.update(extra)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=1))

@@ -55,7 +55,7 @@ def test_analyze_then_report_end_to_end(study, tmp_path):
     assert set(tasks) == {"gender", "channel"}
     assert tasks["gender"]["best_layer"] == "L2" and tasks["channel"]["best_layer"] == "L3"
     assert tasks["gender"]["seeds"] == [0, 1]
-    assert results["models"]["toy"]["verification"]["all"]["layerwise"]["layers"]
+    assert results["models"]["toy"]["verification"]["SV"]["layerwise"]["layers"]
     r = cli("report", "--results", str(tmp_path / "results.json"), "--out", str(tmp_path / "report"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     md = (tmp_path / "report" / "report.md").read_text()

@@ -1,0 +1,157 @@
+"""``neurohook demo``: the reference paper's study on the built-in corpus and models, from nothing.
+
+Stages, each cached in the output folder so a rerun redoes only what is missing:
+1. the built-in corpus (synthesised with eSpeak NG; cached in the user cache);
+2. the models: the paper's CNN trained for accent ID (the ADI analogue) and for speaker ID (the SRE
+   analogue), the two Mockingjay-style transformers trained by masked reconstruction (CPU presets),
+   and the pretrained Resemblyzer speaker encoder when its wheel is installed -> ``models/*.pt``;
+3. extraction with the Recorder over every probed layer, for each model and for a re-initialised
+   copy (R.INIT) -> ``features/<model>[-rinit]/features.npz``;
+4. the analysis of GC (gender), LID (language), DID (English accent), CC (channel) and SV (speaker
+   verification) -> ``results.json``;
+5. the report -> ``report/report.md`` and ``report/report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from neurohook import models
+from neurohook.control import reinitialize
+from neurohook.corpus import build_corpus
+from neurohook.data.manifest import Manifest, read_manifest
+from neurohook.extract import FEATURES_FILE, extract
+from neurohook.features import Features
+from neurohook.report import write_report
+from neurohook.study import analyze_model, write_results
+
+__all__ = ["run_demo", "DemoSize", "SIZES"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """How much work the demo does: corpus size, training epochs per model, seeds, probe epochs."""
+
+    corpus: str
+    train_epochs: dict[str, int]
+    seeds: int
+    probe_epochs: int
+
+
+SIZES: dict[str, DemoSize] = {
+    # a smoke test: the small corpus, one training epoch, one seed
+    "tiny": DemoSize("small", {"adi-cnn": 1, "sre-cnn": 1, "st-base": 1, "st-large": 1}, 1, 5),
+    # the default: a few hundred utterances; models trained for a few minutes in all
+    "small": DemoSize("small", {"adi-cnn": 8, "sre-cnn": 8, "st-base": 6, "st-large": 3}, 3, 20),
+    # more speakers (speaker-disjoint splits for every task); longer
+    "medium": DemoSize("medium", {"adi-cnn": 12, "sre-cnn": 12, "st-base": 20, "st-large": 10}, 5, 20),
+}
+
+# task name in the report -> manifest column (DID is restricted to English utterances)
+TASKS = {"GC": "gender", "LID": "language", "DID": "accent", "CC": "channel"}
+# what each model was trained for (the report uses it to pick the speaker and dialect models)
+TRAINED_FOR = {"adi-cnn": "DID", "sre-cnn": "SV", "st-base": "reconstruction", "st-large": "reconstruction",
+               "resemblyzer": "SV"}
+
+
+def _task_manifest(manifest: Manifest) -> Manifest:
+    """The manifest with DID's label only on English utterances (other languages have one accent each)."""
+    from dataclasses import replace
+
+    records = []
+    for r in manifest.records:
+        labels = dict(r.labels)
+        if labels.get("language") != "en":
+            labels.pop("accent", None)
+        records.append(replace(r, labels=labels))
+    return Manifest(records, manifest.label_columns)
+
+
+def _model(name: str, size: DemoSize, manifest_path: Path, out: Path) -> torch.nn.Module | None:
+    """A trained (or pretrained) model, from the cache when there."""
+    if name == "resemblyzer":
+        try:
+            return models.build("resemblyzer")
+        except FileNotFoundError as e:
+            logger.info("Resemblyzer skipped: %s", e)
+            return None
+    path = out / "models" / f"{name}.pt"
+    if path.exists():
+        return models.load(path)
+    from neurohook.models import train
+
+    t0 = time.perf_counter()
+    result = train.train(name, manifest=manifest_path, out=path, epochs=size.train_epochs[name], size="small")
+    logger.info("trained %s in %.0f s: %s", name, time.perf_counter() - t0, result.metrics)
+    return result.model
+
+
+def _features(model: torch.nn.Module, manifest: Manifest, out: Path) -> Features:
+    """Features of every probed layer over the manifest, from the cache when there."""
+    if not (out / FEATURES_FILE).exists():
+        spec = models.probe_layers(model)
+        extract(model, manifest, out, spec.layers, pooling=spec.pooling, overrides=spec.overrides, batch_size=8)
+    return Features.load(out / FEATURES_FILE)
+
+
+def run_demo(out_dir: str | Path = "neurohook-demo", size: str = "small", seeds: int | None = None) -> Path:
+    """Run every stage (skipping what is cached in ``out_dir``); returns the report's path."""
+    if size not in SIZES:
+        raise ValueError(f"demo size must be one of {', '.join(SIZES)}, got {size!r}")
+    plan = SIZES[size]
+    n_seeds = seeds or plan.seeds
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    manifest_path = Path(build_corpus(size=plan.corpus))
+    manifest = read_manifest(manifest_path)
+    timings["corpus_s"] = time.perf_counter() - t0
+    logger.info("corpus: %d utterances (%s)", len(manifest), manifest_path)
+    tasks_manifest = _task_manifest(manifest)
+
+    settings = {"size": size, "seeds": n_seeds, "probe_epochs": plan.probe_epochs, "corpus": str(manifest_path)}
+    results_path = out / "results.json"
+    done = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if done.get("demo_settings") != settings:
+        done = {}
+
+    for name in (*models.BUILTIN, "resemblyzer"):
+        if name in done.get("models", {}):
+            logger.info("%s: results cached", name)
+            continue
+        t0 = time.perf_counter()
+        model = _model(name, plan, manifest_path, out)
+        if model is None:
+            continue
+        timings[f"{name}_model_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        feats = _features(model, manifest, out / "features" / name)
+        rinit = _features(reinitialize(model, seed=1), manifest, out / "features" / f"{name}-rinit")
+        timings[f"{name}_extract_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        entry = analyze_model(feats, tasks_manifest, TASKS, speaker_column="speaker", sv=True,
+                              rinit_features=rinit, seeds=tuple(range(n_seeds)), epochs=plan.probe_epochs,
+                              batch_size=32, lr=1e-3, l1=1e-5, l2=1e-5)
+        entry["trained_for"] = TRAINED_FOR.get(name)
+        timings[f"{name}_analysis_s"] = time.perf_counter() - t0
+        write_results({name: entry}, results_path, merge=bool(done), demo_settings=settings)
+        done = json.loads(results_path.read_text())
+        logger.info("%s: analysed in %.0f s", name, timings[f"{name}_analysis_s"])
+
+    report = write_report(results_path, out / "report")
+    timings["total_s"] = time.perf_counter() - t_start
+    (out / "timings.json").write_text(json.dumps(timings, indent=2))
+    logger.info("demo finished in %.0f s; report: %s", timings["total_s"], report)
+    return report
