@@ -1,0 +1,233 @@
+"""The paper's four architectures, third-party speech models, and the layers to probe in each.
+
+- :func:`build` (``"adi-cnn"``, ``"sre-cnn"``, ``"st-base"``, ``"st-large"``, ``"resemblyzer"``,
+  ``"wav2vec2_base"``, ``"wav2vec2_large"``, ``"hubert_base"``, ``"hubert_large"``, ``"wavlm_base"``):
+  a model on 16 kHz waveforms ``(B, samples)`` with optional ``lengths (B,)``, front-end included.
+- :func:`probe_layers`: the paper's probed layers as Recorder arguments, with exact per-layer lengths::
+
+      rec = neurohook.Recorder(model, **neurohook.models.probe_layers(model))
+
+- :func:`describe`: candidate layers of any module with output shapes from one dry run.
+- :func:`save` / :func:`load`: checkpoints holding their config (``torch.load(weights_only=True)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from neurohook.models.base import ProbeLayers, SpeechModel
+
+__all__ = [
+    "BUILTIN",
+    "CHECKPOINT_FORMAT",
+    "LayerInfo",
+    "ProbeLayers",
+    "SpeechModel",
+    "THIRD_PARTY",
+    "build",
+    "describe",
+    "load",
+    "probe_layers",
+    "reinitialize",
+    "save",
+]
+
+_LOG = logging.getLogger(__name__)
+
+#: The paper's architectures (section 4.1, Appendix A).
+BUILTIN: tuple[str, ...] = ("adi-cnn", "sre-cnn", "st-base", "st-large")
+#: Third-party models: the Resemblyzer speaker encoder and torchaudio's self-supervised models.
+THIRD_PARTY: tuple[str, ...] = ("resemblyzer", "wav2vec2_base", "wav2vec2_large", "hubert_base", "hubert_large", "wavlm_base")
+CHECKPOINT_FORMAT = "neurohook-model/1"
+
+
+def build(name: str, size: str = "paper", num_classes: int | None = None, *, seed: int | None = None, **kwargs: Any) -> SpeechModel:
+    """A model by name; ``size`` "paper" or "small" (built-ins), ``num_classes`` for the CNN heads.
+
+    ``seed`` makes the random initialisation reproducible. Third-party models ignore ``size``;
+    ``build("resemblyzer")`` loads the wheel's pretrained weights (``pretrained=False`` for random).
+    """
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build(name, size, num_classes, **kwargs)
+    if name in ("adi-cnn", "sre-cnn"):
+        from neurohook.models.cnn import build_cnn
+
+        return build_cnn(name, size, num_classes, **kwargs)
+    if num_classes is not None:
+        raise ValueError(f"{name}: num_classes applies only to adi-cnn / sre-cnn")
+    if name in ("st-base", "st-large"):
+        from neurohook.models.transformer import build_transformer
+
+        return build_transformer(name, size, **kwargs)
+    if name == "resemblyzer":
+        from neurohook.models.resemblyzer import build_resemblyzer
+
+        return build_resemblyzer(**kwargs)
+    if name in THIRD_PARTY:
+        from neurohook.models.thirdparty import build_torchaudio
+
+        return build_torchaudio(name, **kwargs)
+    raise ValueError(f"unknown model {name!r}; choose from {list(BUILTIN) + list(THIRD_PARTY)}")
+
+
+def probe_layers(model: nn.Module, **kwargs: Any) -> ProbeLayers:
+    """The layers the paper probes, as ``Recorder(model, **probe_layers(model))`` arguments.
+
+    Built-in CNNs: conv1-conv4 statistics-pooled + fc1, fc2 (11100 neurons at paper size);
+    transformers: every encoder layer mean-pooled (2304 / 9216); Resemblyzer: LSTM layers 1-3 +
+    projection; torchaudio models (also raw ``Wav2Vec2Model`` s): CNN blocks + transformer layers.
+    """
+    if isinstance(model, SpeechModel):
+        return model.probe_spec(**kwargs)
+    from neurohook.models.thirdparty import discover
+
+    try:
+        return discover(model).probe_spec(**kwargs)
+    except TypeError:
+        raise TypeError(
+            f"probe_layers: {type(model).__name__} is not a neurohook model nor a torchaudio wav2vec2-style model; "
+            "use neurohook.models.describe(model, example_input) to choose layers"
+        ) from None
+
+
+def reinitialize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A re-initialised deep copy of model (R.INIT baseline)."""
+    from neurohook.control import reinitialize as _reinit
+
+    return _reinit(model, seed)
+
+
+# ------------------------------------------------------------------------------------- describe
+@dataclass(frozen=True)
+class LayerInfo:
+    """One module seen in a dry run: name, class, output shape(s) and parameter count."""
+
+    name: str
+    type: str
+    output_shape: tuple[Any, ...]
+    params: int
+
+    def __str__(self) -> str:
+        return f"{self.name:<48} {self.type:<28} {str(self.output_shape):<28} {self.params}"
+
+
+def _shapes(out: Any) -> Any:
+    """Shapes of the tensors in a module output (nested tuples/lists/dicts)."""
+    if isinstance(out, Tensor):
+        return tuple(out.shape)
+    if isinstance(out, nn.utils.rnn.PackedSequence):
+        return ("packed", tuple(out.data.shape))
+    if isinstance(out, (tuple, list)):
+        return tuple(_shapes(o) for o in out)
+    if isinstance(out, dict):
+        return tuple((k, _shapes(v)) for k, v in out.items())
+    return (type(out).__name__,)
+
+
+def describe(model: nn.Module, example_input: Tensor | tuple[Any, ...], *, leaves: bool = False) -> list[LayerInfo]:
+    """Candidate layers of ``model`` with output shapes from one dry run (no grad, eval mode restored).
+
+    ``example_input`` is the input tensor or a tuple of positional arguments (e.g. ``(wave, lengths)``);
+    ``leaves=True`` also lists modules without children (activations, norms, ...).
+    """
+    args = example_input if isinstance(example_input, tuple) else (example_input,)
+    seen: dict[str, tuple[str, Any, int]] = {}
+    handles = []
+    for name, mod in model.named_modules():
+        if not name:
+            continue
+        is_leaf = not any(True for _ in mod.children())
+        if is_leaf and not leaves and not isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.RNNBase, nn.MultiheadAttention)):
+            continue
+
+        def hook(m: nn.Module, _a: Any, out: Any, name: str = name) -> None:
+            if name not in seen:
+                seen[name] = (type(m).__name__, _shapes(out), sum(p.numel() for p in m.parameters()))
+
+        handles.append(mod.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(*args)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    order = [n for n, _ in model.named_modules() if n in seen]
+    infos = [LayerInfo(n, *seen[n]) for n in order]
+    _LOG.info("describe: %d of %d modules ran", len(infos), sum(1 for _ in model.named_modules()) - 1)
+    return infos
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+def save(model: SpeechModel, path: str | os.PathLike[str], *, metrics: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``{format, name, config, state_dict, metrics, extra}`` atomically; loads with weights_only=True."""
+    if not isinstance(model, SpeechModel) or not model.config:
+        raise TypeError(f"save: {type(model).__name__} is not a neurohook model with a config")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "name": model.name,
+        "config": dict(model.config),
+        "state_dict": state,
+        "metrics": dict(metrics or {}),
+        "extra": dict(extra or {}),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _LOG.info("saved %s to %s", model.name, path)
+    return path
+
+
+def _from_config(config: dict[str, Any]) -> SpeechModel:
+    """Rebuild an (untrained) model from a checkpoint config."""
+    cfg = dict(config)
+    name = cfg.pop("name")
+    size = cfg.pop("size", "custom")
+    if name in ("adi-cnn", "sre-cnn"):
+        from neurohook.models.cnn import SpeechCNN
+
+        return SpeechCNN(name=name, size=size, **cfg)
+    if name in ("st-base", "st-large"):
+        from neurohook.models.transformer import MockingjayTransformer
+
+        return MockingjayTransformer(name=name, size=size, **cfg)
+    if name == "resemblyzer":
+        from neurohook.models.resemblyzer import ResemblyzerEncoder
+
+        return ResemblyzerEncoder(**cfg)
+    if name in THIRD_PARTY:
+        from neurohook.models.thirdparty import build_torchaudio
+
+        return build_torchaudio(name)
+    raise ValueError(f"checkpoint of unknown model {name!r}")
+
+
+def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> SpeechModel:
+    """A model from a :func:`save` checkpoint (in eval mode); ``model.metrics`` holds its saved metrics."""
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a neurohook model checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else None!r})")
+    model = _from_config(ckpt["config"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.metrics = ckpt.get("metrics", {})  # type: ignore[assignment]
+    return model.eval()

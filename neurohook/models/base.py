@@ -1,0 +1,135 @@
+"""Shared pieces of the built-in models: the SpeechModel base, probe specs, masks and pooling."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ProbeLayers", "SpeechModel", "UtteranceCMVN", "frame_mask", "full_lengths", "masked_stats"]
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class ProbeLayers(Mapping[str, Any]):
+    """The layers the paper probes, as Recorder arguments: ``Recorder(model, **probe_layers(model))``.
+
+    ``layers``: module names in feature order; ``pooling``: default pooling; ``overrides``: per-layer
+    ``{"pooling", "lengths", "layout", "output"}`` (``lengths`` maps input samples (B,) to frames (B,)).
+    """
+
+    layers: list[str]
+    pooling: str = "mean"
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        """Mapping access so the spec unpacks into Recorder keyword arguments."""
+        if key not in ("layers", "pooling", "overrides"):
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("layers", "pooling", "overrides"))
+
+    def __len__(self) -> int:
+        return 3
+
+
+def full_lengths(waves: Tensor, lengths: Tensor | None) -> Tensor:
+    """Valid samples (B,) int64: ``lengths`` checked against waves (B, T), or T for every item."""
+    if waves.dim() != 2:
+        raise ValueError(f"expected waveforms (B, samples), got shape {tuple(waves.shape)}")
+    if lengths is None:
+        return torch.full((waves.shape[0],), waves.shape[1], dtype=torch.int64, device=waves.device)
+    lengths = torch.as_tensor(lengths, device=waves.device).to(torch.int64).reshape(-1)
+    if lengths.numel() != waves.shape[0]:
+        raise ValueError(f"{lengths.numel()} lengths for a batch of {waves.shape[0]} waveforms")
+    if bool((lengths > waves.shape[1]).any()) or bool((lengths < 1).any()):
+        raise ValueError(f"lengths must be in [1, {waves.shape[1]}], got {lengths.tolist()}")
+    return lengths
+
+
+def frame_mask(lengths: Tensor, frames: int) -> Tensor:
+    """(B, frames) bool, True at valid frames."""
+    return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def masked_stats(x: Tensor, lengths: Tensor, eps: float = 1e-5) -> Tensor:
+    """Statistics pooling of x (B, C, T) over valid frames: [mean (C), biased std (C)] -> (B, 2C)."""
+    lengths = lengths.clamp(min=1, max=x.shape[-1])
+    m = frame_mask(lengths, x.shape[-1]).to(x.dtype)[:, None, :]
+    n = lengths.to(x.dtype)[:, None]
+    mean = (x * m).sum(-1) / n
+    var = (((x - mean[..., None]) ** 2) * m).sum(-1) / n
+    return torch.cat([mean, torch.sqrt(var.clamp(min=0) + eps)], dim=1)
+
+
+class UtteranceCMVN(nn.Module):
+    """Per-utterance mean (and variance) normalisation over valid frames of (B, N, F) features."""
+
+    def __init__(self, variance: bool = True, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.variance = variance
+        self.eps = eps
+
+    def forward(self, feats: Tensor, frame_lengths: Tensor) -> Tensor:
+        """(B, N, F) -> (B, N, F) normalised; padded frames stay zero."""
+        lengths = frame_lengths.clamp(min=1)
+        m = frame_mask(lengths, feats.shape[1]).to(feats.dtype)[..., None]
+        n = lengths.to(feats.dtype)[:, None, None]
+        mean = (feats * m).sum(1, keepdim=True) / n
+        out = feats - mean
+        if self.variance:
+            std = torch.sqrt(((out**2) * m).sum(1, keepdim=True) / n + self.eps)
+            out = out / std
+        return out * m
+
+
+class SpeechModel(nn.Module):
+    """A model on 16 kHz waveforms (B, samples) with optional lengths (B,), front-end included.
+
+    Subclasses set ``name`` and ``config`` (plain JSON-like values, enough to rebuild the model) and
+    implement :meth:`frame_lengths`, :meth:`layer_lengths` and :meth:`probe_spec`.
+    """
+
+    name: str = "model"
+    sample_rate: int = 16000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config: dict[str, Any] = {}
+
+    def frame_lengths(self, lengths: Tensor) -> Tensor:
+        """Front-end frames (B,) for valid samples (B,)."""
+        raise NotImplementedError
+
+    def layer_lengths(self, layer: str, lengths: Tensor) -> Tensor:
+        """Valid frames (B,) of a probed layer's output for valid input samples (B,)."""
+        raise NotImplementedError
+
+    def probe_spec(self) -> ProbeLayers:
+        """The layers the paper probes, with pooling and exact per-layer lengths."""
+        raise NotImplementedError
+
+    def lengths_fn(self, layer: str) -> Callable[[Tensor], Tensor]:
+        """A Recorder ``lengths`` override for one layer (input samples (B,) -> frames (B,))."""
+
+        def fn(lengths: Tensor) -> Tensor:
+            return self.layer_lengths(layer, torch.as_tensor(lengths, dtype=torch.int64))
+
+        fn.__name__ = f"{self.name}:{layer}"
+        return fn
+
+    def reinitialize(self, seed: int = 0) -> SpeechModel:
+        """A re-initialised deep copy (R.INIT baseline), via :func:`neurohook.control.reinitialize`."""
+        from neurohook.control import reinitialize
+
+        return reinitialize(self, seed)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}"
