@@ -66,8 +66,9 @@ REPORT: list[Option] = [
 ]
 DEMO: list[Option] = [
     ("--out", "neurohook-demo", "output folder (corpus cache aside)", {}),
-    ("--size", "small", "corpus size: tiny (seconds, for a smoke test), small or medium", {}),
-    ("--seeds", None, "repeats over seeds (default: 1 for tiny, 3 for small, 5 for medium)", {"type": int}),
+    ("--size", "default", "tiny (a smoke test), default (about 15 minutes on 2 cores) or full (the training "
+                          "presets in full, 5 seeds)", {"choices": ["tiny", "default", "full"]}),
+    ("--seeds", None, "repeats over seeds (default: 1 for tiny, 3 for default, 5 for full)", {"type": int}),
 ]
 CORPUS: list[Option] = [
     ("--out", None, "output folder (default: the user cache, $XDG_CACHE_HOME/neurohook/corpus)", {}),

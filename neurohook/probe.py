@@ -237,10 +237,30 @@ def fit_probes(
         else:
             columns[(seed, w)] = torch.cat([torch.arange(specs[i].start, specs[i].end, device=dev) for i in ix])
 
+    # A seed's single probe over exactly the columns its layer probes tile (ALL beside its layers)
+    # is computed with them: one bmm against [W_layer; W_ALL's slice of that layer] gives each
+    # layer's logits and ALL's per-layer partial sums, so every minibatch is read once, not twice.
+    fused: dict[tuple[int, int], tuple[int, int]] = {}  # layer unit -> ALL unit
+    for (seed, w), ix in units.items():
+        cols = columns[(seed, w)]
+        if len(ix) < 2 or not isinstance(cols, slice):
+            continue
+        for (seed2, w2), ix2 in units.items():
+            if seed2 == seed and len(ix2) == 1 and specs[ix2[0]].start == cols.start and specs[ix2[0]].end == cols.stop:
+                fused[(seed, w)] = (seed2, w2)
+
     def logits_of(zrow: torch.Tensor, unit: tuple[int, int], W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Logits (k, B, C) of a unit's k probes for minibatch rows zrow (B, D)."""
         xs = zrow[:, columns[unit]].unflatten(1, (len(W), unit[1])).transpose(0, 1)  # (k, B, w)
         return torch.baddbmm(b[:, None, :], xs, W.transpose(1, 2))
+
+    def fused_logits(zrow: torch.Tensor, unit: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (k, B, C) of a layer unit and (1, B, C) of its ALL probe, from one read of zrow (B, D)."""
+        (W, b), (Wa, ba) = params[unit], params[fused[unit]]
+        k, w = len(W), unit[1]
+        xs = zrow[:, columns[unit]].unflatten(1, (k, w)).transpose(0, 1)  # (k, B, w)
+        out = torch.bmm(xs, torch.cat([W, Wa[0].view(C, k, w).transpose(0, 1)], dim=1).transpose(1, 2))  # (k, B, 2C)
+        return out[:, :, :C] + b[:, None, :], (out[:, :, C:].sum(dim=0) + ba)[None]
 
     gens = {seed: torch.Generator().manual_seed(seed) for seed in seeds}
     best = {u: (W.detach().clone(), b.detach().clone()) for u, (W, b) in params.items()}
@@ -254,14 +274,20 @@ def fit_probes(
             zrows = {s: (Z[perms[s][start : start + batch_size]], Y[perms[s][start : start + batch_size]]) for s in seeds}
             loss = torch.zeros((), device=dev)
             for unit, (W, b) in params.items():
+                if unit in fused.values():
+                    continue  # computed with its layer unit
                 zrow, yrow = zrows[unit[0]]
-                logits = logits_of(zrow, unit, W, b)  # (k, B, C)
-                ce = torch.nn.functional.cross_entropy(logits.reshape(-1, C), yrow.repeat(len(W)), reduction="sum")
-                loss = loss + ce / len(yrow)
-                if l1:
-                    loss = loss + l1 * W.abs().sum()
-                if l2:
-                    loss = loss + l2 * (W * W).sum()
+                if unit in fused:
+                    pairs = zip(fused_logits(zrow, unit), (params[unit][0], params[fused[unit]][0]))
+                else:
+                    pairs = [(logits_of(zrow, unit, W, b), W)]
+                for logits, weights in pairs:  # logits (k, B, C) of the k probes with these weights
+                    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, C), yrow.repeat(len(weights)), reduction="sum")
+                    loss = loss + ce / len(yrow)
+                    if l1:
+                        loss = loss + l1 * weights.abs().sum()
+                    if l2:
+                        loss = loss + l2 * (weights * weights).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

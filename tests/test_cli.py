@@ -93,3 +93,43 @@ def test_help_explains_every_option():
     assert r.returncode == 0
     for flag in ("--model", "--manifest", "--layers", "--pooling", "--shard-size", "--on-error"):
         assert flag in r.stdout
+
+
+def run(*args: str, cache: Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", XDG_CACHE_HOME=str(cache))
+    r = subprocess.run([sys.executable, "-I", "-m", "neurohook", *args], cwd=cwd, env=env, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def test_corpus_extract_analyze_report_with_a_built_in_model(tmp_path):
+    cache = tmp_path / "cache"
+    manifest = run("corpus", "build", "--size", "tiny", "--out", str(tmp_path / "corpus"), cache=cache, cwd=tmp_path)
+    manifest = manifest.stdout.strip().splitlines()[-1]
+    run("extract", "--model", "adi-cnn", "--size", "small", "--manifest", manifest, "--out", str(tmp_path / "feats"),
+        "--shard-size", "10", cache=cache, cwd=tmp_path)
+    feats = Features.load(tmp_path / "feats" / "features.npz")
+    assert len(feats) == 36 and feats.layer_names == ["conv1", "conv2", "conv3", "conv4", "fc1", "fc2"]
+    assert len(list((tmp_path / "feats" / "shards").glob("*.npz"))) == 4
+    run("analyze", "--features", str(tmp_path / "feats"), "--manifest", manifest, "--tasks", "gender",
+        "--seeds", "1", "--epochs", "5", "--out", str(tmp_path / "results.json"), cache=cache, cwd=tmp_path)
+    run("report", "--results", str(tmp_path / "results.json"), "--out", str(tmp_path / "report"), cache=cache, cwd=tmp_path)
+    results = json.loads((tmp_path / "results.json").read_text())
+    (entry,) = results["models"].values()
+    oracle = entry["analysis"]["tasks"]["gender"]["oracle"]["mean"] * 100
+    assert f"| Acc (ALL) | {oracle:.2f} |" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_demo_smoke_run_writes_the_report(tmp_path):
+    run("demo", "--size", "tiny", "--out", str(tmp_path / "demo"), cache=tmp_path / "cache", cwd=tmp_path)
+    results = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert {"adi-cnn", "sre-cnn", "st-base", "st-large"} <= set(results["models"])
+    for entry in results["models"].values():
+        assert set(entry["analysis"]["tasks"]) == {"GC", "LID", "DID", "CC"}
+        assert entry["verification"]["SV"]["layerwise"]["layers"]
+    md = (tmp_path / "demo" / "report" / "report.md").read_text()
+    gc = results["models"]["sre-cnn"]["analysis"]["tasks"]["GC"]["oracle"]["mean"] * 100
+    assert f"{gc:.2f}" in md and "Findings" in md
+    assert (tmp_path / "demo" / "models" / "adi-cnn.pt").exists()
+    assert json.loads((tmp_path / "demo" / "timings.json").read_text())["total_s"] > 0
