@@ -152,20 +152,27 @@ def overlap(name_a: str, neurons_a: Sequence[int], name_b: str, neurons_b: Seque
 
 @dataclass
 class AnalysisResult:
-    """Results of :func:`analyze`: one TaskResult per task and the pairwise overlaps of minimal sets."""
+    """Results of :func:`analyze`: one TaskResult per task, the pairwise overlaps of minimal sets and,
+    when trials were given, speaker verification (a :class:`neurohook.verification.VerificationResult`)."""
 
     tasks: dict[str, TaskResult]
     overlaps: list[Overlap]
     settings: dict[str, Any] = field(default_factory=dict)
+    verification: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"tasks": {k: v.to_dict() for k, v in self.tasks.items()},
-                "overlaps": [asdict(o) for o in self.overlaps], "settings": self.settings}
+                "overlaps": [asdict(o) for o in self.overlaps], "settings": self.settings,
+                "verification": None if self.verification is None else self.verification.to_dict()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "AnalysisResult":
+        from neurohook.verification import VerificationResult
+
+        ver = d.get("verification")
         return cls({k: TaskResult.from_dict(v) for k, v in d["tasks"].items()},
-                   [Overlap(**o) for o in d.get("overlaps", [])], dict(d.get("settings", {})))
+                   [Overlap(**o) for o in d.get("overlaps", [])], dict(d.get("settings", {})),
+                   None if ver is None else VerificationResult.from_dict(ver))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write as JSON, atomically (temporary file then rename)."""
@@ -373,13 +380,16 @@ def analyze(
     *,
     speakers: Any = None,
     rinit_features: Any = None,
+    trials: Any = None,
     **options: Any,
 ) -> AnalysisResult:
     """Run :func:`analyze_task` for one task (labels (N,) or id -> label) or several ({task: labels}).
 
     Options are those of :func:`analyze_task` (seeds, test_size, ablation_percent, percentages,
     delta, layer_delta, steps) plus the probe's hyper-parameters (l1, l2, epochs, batch_size, lr,
-    device, early_stopping, ...). Returns an AnalysisResult with the overlaps of the minimal sets.
+    device, early_stopping, ...). ``trials`` (a :class:`neurohook.verification.Trials`) adds
+    speaker verification: EER and minDCF per layer and for ALL. Returns an AnalysisResult with the
+    overlaps of the minimal sets.
     """
     tasks = dict(labels) if isinstance(labels, Mapping) and _is_task_map(labels, features) else {"task": labels}
     results = {name: analyze_task(features, lab, task=name, speakers=speakers, rinit_features=rinit_features, **options)
@@ -389,7 +399,12 @@ def analyze(
                 for i, a in enumerate(names) for b in names[i + 1 :]]
     settings = {k: (list(v) if isinstance(v, (tuple, list)) else v) for k, v in options.items()
                 if isinstance(v, (int, float, str, bool, tuple, list, type(None)))}
-    return AnalysisResult(results, overlaps, settings)
+    ver = None
+    if trials is not None:
+        from neurohook.verification import evaluate
+
+        ver = evaluate(features, trials)
+    return AnalysisResult(results, overlaps, settings, ver)
 
 
 def _is_task_map(labels: Mapping[Any, Any], features: Any) -> bool:

@@ -75,13 +75,22 @@ def test_layerwise_only_the_informative_layer_is_good(study):
 
 
 def test_equal_seeds_identical_results_and_json_round_trip(tmp_path):
+    from neurohook.verification import eer, make_trials
+
     feats, y, _ = planted(n=300, width=50)
-    a = analyze(feats, {"lid": y, "half": y % 2}, seeds=(3,), percentages=(5, 50), **PROBE)
-    b = analyze(feats, {"lid": y, "half": y % 2}, seeds=(3,), percentages=(5, 50), **PROBE)
+    trials = make_trials(feats.ids, y % 6, n_target=200, seed=0)
+    a = analyze(feats, {"lid": y, "half": y % 2}, seeds=(3,), percentages=(5, 50), trials=trials, **PROBE)
+    b = analyze(feats, {"lid": y, "half": y % 2}, seeds=(3,), percentages=(5, 50), trials=trials, **PROBE)
     assert a.to_dict() == b.to_dict()
     path = a.save(tmp_path / "results.json")
     assert AnalysisResult.load(path).to_dict() == json.loads(path.read_text()) == a.to_dict()
     assert [(o.a, o.b) for o in a.overlaps] == [("lid", "half")]
+    layer2 = a.verification.layerwise.get("layer2")  # SV from analyze: layer 2 carries the class, layer 0 noise
+    assert layer2.eer < a.verification.layerwise.get("layer0").eer
+    Z = feats.values[:, 100:150] / np.linalg.norm(feats.values[:, 100:150], axis=1, keepdims=True)
+    pos = {u: i for i, u in enumerate(feats.ids)}
+    scores = [Z[pos[e]] @ Z[pos[t]] for e, t in zip(trials.enrol, trials.test)]
+    assert layer2.eer == pytest.approx(eer(np.array(scores), trials.target))
 
 
 def test_masked_and_minimal_set_helpers_against_direct_computation():
