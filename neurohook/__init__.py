@@ -23,7 +23,7 @@ _LAZY = {
     "analyze": "neurohook.analysis",
 }
 # submodules reachable as attributes, e.g. neurohook.verification.eer
-_SUBMODULES = {"hooks", "pooling", "features", "probe", "analysis", "ablation", "control", "verification", "models", "data", "corpus", "report", "extract"}
+_SUBMODULES = {"hooks", "pooling", "features", "probe", "analysis", "ablation", "control", "verification", "models", "data", "corpus", "report", "extract", "shards"}
 
 __all__ = ["ranking", "__version__", *_LAZY, *sorted(_SUBMODULES)]
 

@@ -41,6 +41,9 @@ EXTRACT: list[Option] = [
     ("--shard-size", 256, "utterances per shard (the unit of resuming and of distribution)", {"type": int}),
     ("--device", "cpu", "torch device to run the model on, e.g. cpu or cuda", {}),
     ("--on-error", "skip", "an unreadable audio file is skipped (and counted) or raises", {"choices": ["skip", "raise"]}),
+    ("--merge", True, "merge the shards into one features.npz (--no-merge: keep only the shards, read "
+                      "memory-mapped by neurohook.shards.ShardedFeatures, for features larger than memory)",
+     {"action": argparse.BooleanOptionalAction}),
 ]
 ANALYZE: list[Option] = [
     ("--features", None, "features file (features.npz) or the extract output folder", {}),
@@ -234,7 +237,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         layers, pooling, overrides = spec.layers, spec.pooling, spec.overrides
     path = extract(model, manifest, args.out, layers, pooling=pooling, overrides=overrides,
                    batch_size=args.batch_size, shard_size=args.shard_size, device=args.device, on_error=args.on_error,
-                   progress=not args.verbose)
+                   progress=not args.verbose, merge=args.merge)
     if path is not None:
         print(path)
     return 0

@@ -1,10 +1,12 @@
 """Extraction of pooled layer activations for a whole manifest: sharded, resumable, distributable.
 
 The manifest's utterances are cut into shards of ``shard_size`` (in manifest order); shard k is
-processed by rank ``k % world_size`` and written atomically as ``<out>/shards/shard-00007.npz``. A
-rerun skips every shard already on disk, so an interrupted extraction resumes where it stopped.
-Rank 0 then merges the shards into ``<out>/features.npz`` in manifest order, identical to a
-single-process run. Under ``torchrun`` the rank and world size come from its environment
+processed by rank ``k % world_size`` and written atomically as
+``<out>/shards/shard-00007.safetensors``. A rerun skips every shard already on disk, so an
+interrupted extraction resumes where it stopped. Rank 0 then merges the shards into
+``<out>/features.npz`` in manifest order, identical to a single-process run; with ``merge=False``
+the shards stay the store, read memory-mapped by :class:`neurohook.shards.ShardedFeatures`
+(for features larger than memory). Under ``torchrun`` the rank and world size come from its environment
 (RANK, WORLD_SIZE); ranks wait for each other with a gloo barrier before the merge.
 """
 
@@ -68,13 +70,15 @@ def extract(
     on_error: str = "skip",
     pass_lengths: bool = True,
     progress: bool = True,
+    merge: bool = True,
     rank: int | None = None,
     world_size: int | None = None,
 ) -> Path | None:
     """Pool ``layers`` of ``model`` over every utterance of ``manifest``; returns the merged file (rank 0).
 
     The model is called as ``model(wave, lengths)`` with wave (B, samples) and lengths (B,) in
-    samples (``model(wave)`` when pass_lengths is False). Other ranks return None.
+    samples (``model(wave)`` when pass_lengths is False). Other ranks return None; without
+    ``merge``, rank 0 returns the shard folder.
     """
     env_rank, env_world = distributed_context()
     rank = env_rank if rank is None else rank
@@ -86,7 +90,7 @@ def extract(
     shards = shard_ids(ids, shard_size)
     mine = [k for k in range(len(shards)) if k % world_size == rank]
     model = model.to(device).eval()
-    todo = [k for k in mine if not (shard_dir / f"shard-{k:05d}.npz").exists()]
+    todo = [k for k in mine if not (shard_dir / f"shard-{k:05d}.safetensors").exists()]
     logger.info("rank %d/%d: %d shard(s), %d already done", rank, world_size, len(mine), len(mine) - len(todo))
 
     from tqdm.auto import tqdm
@@ -108,7 +112,7 @@ def extract(
         if not rec.ids:
             logger.warning("shard %d: every utterance failed to load; nothing written", k)
             continue
-        rec.features().save(shard_dir / f"shard-{k:05d}.npz")
+        rec.features().save(shard_dir / f"shard-{k:05d}.safetensors")
         logger.info("shard %d: %d utterances in %.1f s", k, len(rec.ids), time.perf_counter() - t0)
     bar.close()
     if skipped_total:
@@ -117,8 +121,10 @@ def extract(
     _barrier(world_size)
     if rank != 0:
         return None
-    parts = [Features.load(shard_dir / f"shard-{k:05d}.npz") for k in range(len(shards))
-             if (shard_dir / f"shard-{k:05d}.npz").exists()]
+    if not merge:
+        return shard_dir
+    parts = [Features.load(shard_dir / f"shard-{k:05d}.safetensors") for k in range(len(shards))
+             if (shard_dir / f"shard-{k:05d}.safetensors").exists()]
     if not parts:
         raise RuntimeError(f"no shard of {out} holds any utterance: every file failed to load")
     merged = Features.concat(parts)

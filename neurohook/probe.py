@@ -30,7 +30,14 @@ __all__ = ["LinearProbe", "ProbeSpec", "fit_probes"]
 logger = logging.getLogger(__name__)
 
 
-def _check_features(X: Any, name: str = "X") -> np.ndarray:
+def _is_row_source(X: Any) -> bool:
+    """Features read on demand (e.g. :class:`neurohook.shards.ShardedFeatures`): ``rows``, ``column_stats``."""
+    return hasattr(X, "rows") and hasattr(X, "column_stats") and hasattr(X, "shape")
+
+
+def _check_features(X: Any, name: str = "X") -> Any:
+    if _is_row_source(X):
+        return X
     X = np.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"{name} must have shape (N, D), got {X.shape}")
@@ -106,7 +113,11 @@ class LinearProbe:
             "validation_fraction", "patience")}
 
     def fit(self, X: Any, y: Any) -> "LinearProbe":
-        """Train on features X (N, D) and labels y (N,) of any values; returns self."""
+        """Train on features X (N, D) and labels y (N,) of any values; returns self.
+
+        X may be an array or features read on demand (:class:`neurohook.shards.ShardedFeatures`),
+        which are then read one minibatch at a time.
+        """
         X = _check_features(X)
         (fitted,) = fit_probes(X, y, [ProbeSpec(0, X.shape[1], self.seed)], **{
             k: v for k, v in self.get_params().items() if k != "seed"})
@@ -126,7 +137,9 @@ class LinearProbe:
         return np.ascontiguousarray((X - self.mean_) / self.scale_, dtype=np.float32)
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """Logits (N, C) for features X (N, D)."""
+        """Logits (N, C) for features X (N, D) (an array, or features read on demand, in blocks)."""
+        if _is_row_source(X):
+            return np.concatenate([self.decision_function(block) for _, block in X.chunks()])
         return self.transform(X) @ self.coef_.T + self.intercept_
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -204,10 +217,20 @@ def fit_probes(
     C = len(classes)
     dev = torch.device(device)
 
-    mean = X.mean(axis=0, dtype=np.float64)
-    scale = X.std(axis=0, dtype=np.float64)
-    scale[scale == 0] = 1.0
-    Z = torch.from_numpy(((X - mean) / scale).astype(np.float32)).to(dev)
+    if _is_row_source(X):  # read and normalise one minibatch at a time
+        mean, scale = X.column_stats()
+        scale[scale == 0] = 1.0
+
+        def batch(rows: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(((X.rows(rows.cpu().numpy()) - mean) / scale).astype(np.float32)).to(dev)
+    else:
+        mean = X.mean(axis=0, dtype=np.float64)
+        scale = X.std(axis=0, dtype=np.float64)
+        scale[scale == 0] = 1.0
+        Z = torch.from_numpy(((X - mean) / scale).astype(np.float32)).to(dev)
+
+        def batch(rows: torch.Tensor) -> torch.Tensor:
+            return Z[rows]
     Y = torch.from_numpy(y_idx.astype(np.int64)).to(dev)
 
     # Per seed: training rows, validation rows and the minibatch generator.
@@ -271,7 +294,7 @@ def fit_probes(
         epochs_run = epoch + 1
         perms = {s: rows[s][0][torch.randperm(n_train, generator=gens[s]).to(dev)] for s in seeds}
         for start in range(0, n_train, batch_size):
-            zrows = {s: (Z[perms[s][start : start + batch_size]], Y[perms[s][start : start + batch_size]]) for s in seeds}
+            zrows = {s: (batch(perms[s][start : start + batch_size]), Y[perms[s][start : start + batch_size]]) for s in seeds}
             loss = torch.zeros((), device=dev)
             for unit, (W, b) in params.items():
                 if unit in fused.values():
@@ -296,7 +319,7 @@ def fit_probes(
             with torch.no_grad():
                 for unit, (W, b) in params.items():
                     vrows = rows[unit[0]][1]
-                    acc = (logits_of(Z[vrows], unit, W, b).argmax(2) == Y[vrows]).float().mean(dim=1)  # (k,)
+                    acc = (logits_of(batch(vrows), unit, W, b).argmax(2) == Y[vrows]).float().mean(dim=1)  # (k,)
                     better = acc > best_acc[unit]
                     if better.any():
                         improved = True

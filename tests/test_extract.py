@@ -92,7 +92,7 @@ def test_sharded_extraction_equals_one_recorder_pass(corpus, tmp_path):
     proc = run_toy(corpus, tmp_path / "out")
     assert proc.wait(timeout=120) == 0, proc.stdout.read().decode()
     got = Features.load(tmp_path / "out" / "features.npz")
-    assert len(list((tmp_path / "out" / "shards").glob("shard-*.npz"))) == 4  # 11 utterances, 3 a shard
+    assert len(list((tmp_path / "out" / "shards").glob("shard-*.safetensors"))) == 4  # 11 utterances, 3 a shard
     assert_same(got, reference(corpus))
 
 
@@ -100,14 +100,15 @@ def test_killed_extraction_resumes_to_identical_features(corpus, tmp_path):
     out = tmp_path / "out"
     proc = run_toy(corpus, out, delay=0.4)
     deadline = time.time() + 60
-    while not list((out / "shards").glob("shard-*.npz")) if (out / "shards").exists() else True:
+    while not list((out / "shards").glob("shard-*.safetensors")) if (out / "shards").exists() else True:
         assert time.time() < deadline and proc.poll() is None, "no shard was written"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = sorted(p.name for p in (out / "shards").glob("shard-*.npz"))
+    done = sorted(p.name for p in (out / "shards").glob("shard-*.safetensors"))
     assert 1 <= len(done) < 4 and not (out / "features.npz").exists()
-    assert not [p for p in (out / "shards").iterdir() if p.suffix != ".npz"]  # no half-written file left visible
+    # a write cut short leaves at most a hidden temporary file, never a partial shard
+    assert not [p for p in (out / "shards").iterdir() if not p.name.startswith(".") and p.suffix != ".safetensors"]
     first = (out / "shards" / done[0]).stat().st_mtime_ns
     proc = run_toy(corpus, out)
     assert proc.wait(timeout=120) == 0, proc.stdout.read().decode()

@@ -1,0 +1,126 @@
+"""Features larger than memory: the extraction shards, read lazily from memory-mapped files.
+
+``neurohook extract`` writes its shards as safetensors files (``<out>/shards/shard-00000.safetensors``).
+:class:`ShardedFeatures` opens them without loading the values: rows are read on demand and
+column statistics are streamed, so :class:`neurohook.LinearProbe` and :func:`neurohook.probe.fit_probes`
+can train from them in mini-batches, e.g.::
+
+    feats = ShardedFeatures.open("feats/sre")         # the extract output folder
+    probe = neurohook.LinearProbe().fit(feats, labels) # labels (N,) in feats.ids order
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from neurohook.features import _META_KEY, Features, LayerSpan
+
+__all__ = ["ShardedFeatures", "SHARD_PATTERN"]
+
+SHARD_PATTERN = "shard-*.safetensors"
+
+
+class ShardedFeatures:
+    """Rows (N, D) spread over safetensors shards with one layer map; ``ids``, ``layers`` as in Features."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]]) -> None:
+        """Open the shards (in the given order); the values stay on disk, memory-mapped."""
+        from safetensors import safe_open
+
+        if not paths:
+            raise ValueError("ShardedFeatures needs at least one shard file")
+        self.paths = [Path(p) for p in paths]
+        self._files = [safe_open(str(p), framework="numpy") for p in self.paths]
+        metas = []
+        for path, f in zip(self.paths, self._files):
+            meta = (f.metadata() or {}).get(_META_KEY)
+            if meta is None:
+                raise ValueError(f"{path} is not a neurohook features shard (no metadata)")
+            metas.append(json.loads(meta))
+        for path, meta in zip(self.paths[1:], metas[1:]):
+            if meta["layers"] != metas[0]["layers"]:
+                raise ValueError(f"{path} has a different layer map from {self.paths[0]}")
+        self._values = [f.get_slice("values") for f in self._files]
+        sizes = [int(v.get_shape()[0]) for v in self._values]
+        self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.ids = [u for meta in metas for u in meta["ids"]]
+        if len(set(self.ids)) != len(self.ids):
+            raise ValueError("utterance ids repeat across shards")
+        width = int(self._values[0].get_shape()[1])
+        self.shape: tuple[int, int] = (int(self._offsets[-1]), width)
+        first = self._files[0]
+        names = metas[0]["unit_stat_names"]
+        self._header = Features(  # the layer map, with no rows
+            np.zeros((0, width), np.float32), [],
+            [LayerSpan(d["name"], d["start"], d["end"], d["pooling"], tuple(d["statistics"]), tuple(d["unit_shape"]))
+             for d in metas[0]["layers"]],
+            first.get_tensor("unit_layer"), first.get_tensor("unit_index"),
+            np.array([names[i] for i in first.get_tensor("unit_stat").tolist()], dtype=str))
+        self.layers = self._header.layers
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike[str]) -> "ShardedFeatures":
+        """The shards of an extract output folder (``<folder>/shards``) or of a folder of shards."""
+        folder = Path(folder)
+        paths = sorted((folder / "shards").glob(SHARD_PATTERN)) or sorted(folder.glob(SHARD_PATTERN))
+        if not paths:
+            raise FileNotFoundError(f"no shard ({SHARD_PATTERN}) in {folder} or {folder / 'shards'}")
+        return cls(paths)
+
+    def __len__(self) -> int:
+        """Number of utterances N."""
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"ShardedFeatures(n={len(self)}, neurons={self.shape[1]}, shards={len(self.paths)})"
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Distinct layer names in column order."""
+        return self._header.layer_names
+
+    def columns(self, layer: str) -> np.ndarray:
+        """Column indices (k,) belonging to ``layer``."""
+        return self._header.columns(layer)
+
+    def rows(self, index: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Values (len(index), D) float32 of the given rows, read from the shards."""
+        index = np.asarray(index, dtype=np.int64)
+        if index.size and (index.min() < 0 or index.max() >= len(self)):
+            raise IndexError(f"row index out of range for {len(self)} utterances")
+        shard = np.searchsorted(self._offsets, index, side="right") - 1
+        out = np.empty((len(index), self.shape[1]), dtype=np.float32)
+        for i, (s, r) in enumerate(zip(shard.tolist(), (index - self._offsets[shard]).tolist())):
+            out[i] = self._values[s][r : r + 1][0]
+        return out
+
+    def chunks(self, rows: int = 512):
+        """(start, values (n, D) float32) blocks in row order, at most ``rows`` rows each."""
+        for s, values in enumerate(self._values):
+            n = int(values.get_shape()[0])
+            for a in range(0, n, rows):
+                yield int(self._offsets[s]) + a, values[a : min(n, a + rows)]
+
+    def column_stats(self, rows: int = 512) -> tuple[np.ndarray, np.ndarray]:
+        """Mean (D,) and population std (D,) of every column, streamed over the shards in float64."""
+        count, mean, m2 = 0, np.zeros(self.shape[1]), np.zeros(self.shape[1])
+        for start, block in self.chunks(rows):
+            block = block.astype(np.float64)
+            if not np.isfinite(block).all():
+                row, col = np.argwhere(~np.isfinite(block))[0]
+                raise ValueError(f"features hold NaN or Inf at row {start + row} ({self.ids[start + row]!r}), column {col}")
+            n, block_mean = len(block), block.mean(axis=0)
+            delta = block_mean - mean
+            m2 += ((block - block_mean) ** 2).sum(axis=0) + delta**2 * count * n / (count + n)
+            mean += delta * n / (count + n)
+            count += n
+        return mean, np.sqrt(m2 / max(count, 1))
+
+    def load(self) -> Features:
+        """All rows in memory, as Features."""
+        return Features.concat([Features.load(p) for p in self.paths])

@@ -1,0 +1,74 @@
+"""Features larger than memory: shards read on demand, and probes trained from them in mini-batches."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from neurohook.features import Features, LayerSpan
+from neurohook.probe import LinearProbe, ProbeSpec, fit_probes
+from neurohook.shards import ShardedFeatures
+
+
+@pytest.fixture()
+def stored(tmp_path):
+    """6000 utterances x 400 neurons in 4 shards, class information in the first columns."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 6000)
+    X = (rng.standard_normal((6000, 400)) * rng.uniform(0.5, 20, 400) + rng.uniform(-5, 5, 400)).astype(np.float32)
+    X[:, :6] += 3 * np.eye(3)[y].repeat(2, axis=1)
+    spans = [LayerSpan("a", 0, 250, "mean"), LayerSpan("b", 250, 400, "std", ("std",))]
+    full = Features(X, [f"u{i:04d}" for i in range(6000)], spans)
+    (tmp_path / "shards").mkdir()
+    for k, a in enumerate(range(0, 6000, 1600)):
+        full.select_ids(full.ids[a : a + 1600]).save(tmp_path / "shards" / f"shard-{k:05d}.safetensors")
+    return full, y, ShardedFeatures.open(tmp_path)
+
+
+def test_rows_ids_layers_and_statistics_match_the_full_array(stored):
+    full, _, sharded = stored
+    assert sharded.shape == full.values.shape and len(sharded) == 6000 and sharded.ids == full.ids
+    assert sharded.layer_names == ["a", "b"] and sharded.columns("b").tolist() == list(range(250, 400))
+    idx = np.random.default_rng(1).permutation(6000)[:300]
+    np.testing.assert_array_equal(sharded.rows(idx), full.values[idx])
+    mean, std = sharded.column_stats(rows=128)
+    np.testing.assert_allclose(mean, full.values.astype(np.float64).mean(0), rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(std, full.values.astype(np.float64).std(0), rtol=1e-9)
+    np.testing.assert_array_equal(sharded.load().values, full.values)
+
+
+def test_probes_train_from_shards_as_from_memory(stored):
+    full, y, sharded = stored
+    params = dict(epochs=1, l1=1e-4)
+    a = LinearProbe(**params).fit(sharded, y)
+    b = LinearProbe(**params).fit(full.values, y)
+    np.testing.assert_allclose(a.coef_, b.coef_, atol=1e-5)
+    assert a.score(sharded, y) == pytest.approx(b.score(full.values, y))
+    many = fit_probes(sharded, y, [ProbeSpec(0, 250), ProbeSpec(250, 400), ProbeSpec(0, 400)], **params)
+    np.testing.assert_allclose(many[2].coef_, a.coef_, atol=1e-5)
+
+
+def test_training_from_shards_never_holds_the_whole_array(stored):
+    _, y, sharded = stored
+    full_bytes = sharded.shape[0] * sharded.shape[1] * 4
+    tracemalloc.start()
+    LinearProbe(epochs=1).fit(sharded, y)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < full_bytes / 2, (peak, full_bytes)
+
+
+def test_errors_name_the_problem(stored, tmp_path):
+    full, _, sharded = stored
+    with pytest.raises(IndexError, match="out of range"):
+        sharded.rows([6000])
+    with pytest.raises(FileNotFoundError, match="no shard"):
+        ShardedFeatures.open(tmp_path / "nothing")
+    bad = full.values.copy()
+    bad[7, 3] = np.nan
+    (tmp_path / "bad").mkdir()
+    Features(bad, full.ids, full.layers).save(tmp_path / "bad" / "shard-00000.safetensors")
+    with pytest.raises(ValueError, match=r"NaN or Inf at row 7 \('u0007'\), column 3"):
+        LinearProbe().fit(ShardedFeatures.open(tmp_path / "bad"), np.arange(6000) % 2)
