@@ -230,7 +230,7 @@ def fit_probes(
         Z = torch.from_numpy(((X - mean) / scale).astype(np.float32)).to(dev)
 
         def batch(rows: torch.Tensor) -> torch.Tensor:
-            return Z[rows]
+            return torch.index_select(Z, 0, rows)
     Y = torch.from_numpy(y_idx.astype(np.int64)).to(dev)
 
     # Per seed: training rows, validation rows and the minibatch generator.
@@ -251,7 +251,7 @@ def fit_probes(
         units.setdefault((s.seed, s.end - s.start), []).append(i)
     params = {u: (torch.zeros(len(ix), C, u[1], device=dev, requires_grad=True),
                   torch.zeros(len(ix), C, device=dev, requires_grad=True)) for u, ix in units.items()}
-    opt = torch.optim.Adam([p for pair in params.values() for p in pair], lr=lr)
+    opt = torch.optim.Adam([p for pair in params.values() for p in pair], lr=lr, fused=True)
     columns: dict[tuple[int, int], slice | torch.Tensor] = {}
     for (seed, w), ix in units.items():
         starts = [specs[i].start for i in ix]
