@@ -219,7 +219,8 @@ def load_model(spec: str, size: str) -> Any:
     names = (*models.BUILTIN, *models.THIRD_PARTY)
     if spec not in names:
         raise UserError(f"unknown model {spec!r}: give a checkpoint file or one of {', '.join(names)}")
-    return models.build(spec, size=size)
+    # Random weights from a fixed seed: every torchrun rank, and a resumed run, builds the same model.
+    return models.build(spec, size=size, seed=0)
 
 
 def cmd_extract(args: argparse.Namespace) -> int:

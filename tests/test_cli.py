@@ -103,10 +103,16 @@ def run(*args: str, cache: Path, cwd: Path) -> subprocess.CompletedProcess:
     return r
 
 
-def test_corpus_extract_analyze_report_with_a_built_in_model(tmp_path):
-    cache = tmp_path / "cache"
-    manifest = run("corpus", "build", "--size", "tiny", "--out", str(tmp_path / "corpus"), cache=cache, cwd=tmp_path)
-    manifest = manifest.stdout.strip().splitlines()[-1]
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory) -> tuple[str, Path]:
+    """The built-in corpus at its tiny size, built through the command line: (manifest path, cache)."""
+    root = tmp_path_factory.mktemp("tiny")
+    r = run("corpus", "build", "--size", "tiny", "--out", str(root / "corpus"), cache=root / "cache", cwd=root)
+    return r.stdout.strip().splitlines()[-1], root / "cache"
+
+
+def test_corpus_extract_analyze_report_with_a_built_in_model(tiny_corpus, tmp_path):
+    manifest, cache = tiny_corpus
     run("extract", "--model", "adi-cnn", "--size", "small", "--manifest", manifest, "--out", str(tmp_path / "feats"),
         "--shard-size", "10", cache=cache, cwd=tmp_path)
     feats = Features.load(tmp_path / "feats" / "features.npz")
@@ -119,6 +125,23 @@ def test_corpus_extract_analyze_report_with_a_built_in_model(tmp_path):
     (entry,) = results["models"].values()
     oracle = entry["analysis"]["tasks"]["gender"]["oracle"]["mean"] * 100
     assert f"| Acc (ALL) | {oracle:.2f} |" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_torchrun_cli_extraction_equals_one_process(tiny_corpus, tmp_path):
+    """Random-weight models are built from a fixed seed, so every rank (and a resumed run) has the same model."""
+    manifest, cache = tiny_corpus
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed beside this Python")
+    args = ["extract", "--model", "sre-cnn", "--size", "small", "--manifest", manifest, "--shard-size", "8"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", XDG_CACHE_HOME=str(cache))
+    r = subprocess.run([str(torchrun), "--nproc_per_node=2", "--master_port=29541", "-m", "neurohook", *args,
+                        "--out", str(tmp_path / "two")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run(*args, "--out", str(tmp_path / "one"), cache=cache, cwd=tmp_path)
+    two, one = (Features.load(tmp_path / d / "features.npz") for d in ("two", "one"))
+    assert two.ids == one.ids
+    np.testing.assert_array_equal(two.values, one.values)
 
 
 def test_demo_smoke_run_writes_the_report(tmp_path):
