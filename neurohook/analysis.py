@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from neurohook.atomic import atomic_write_text
 from neurohook import ranking
 from neurohook.ablation import DEFAULT_PERCENTAGES, masked_accuracy, minimal_neuron_set
 from neurohook.control import control_labels, majority_accuracy, selectivity
@@ -176,11 +177,8 @@ class AnalysisResult:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write as JSON, atomically (temporary file then rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        os.replace(tmp, path)
-        return path
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "AnalysisResult":

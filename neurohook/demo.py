@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from neurohook.atomic import atomic_write_text
 from neurohook import models
 from neurohook.control import reinitialize
 from neurohook.corpus import build_corpus
@@ -152,6 +153,6 @@ def run_demo(out_dir: str | Path = "neurohook-demo", size: str = "default", seed
 
     report = write_report(results_path, out / "report")
     timings["total_s"] = time.perf_counter() - t_start
-    (out / "timings.json").write_text(json.dumps(timings, indent=2))
+    atomic_write_text(out / "timings.json", json.dumps(timings, indent=2))
     logger.info("demo finished in %.0f s; report: %s", timings["total_s"], report)
     return report

@@ -22,7 +22,8 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from neurohook.data.batching import make_loader
-from neurohook.data.manifest import Manifest, atomic_write_text
+from neurohook.atomic import atomic_write_text
+from neurohook.data.manifest import Manifest
 from neurohook.features import Features
 from neurohook.hooks import Recorder
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
 import numpy as np
+from neurohook.atomic import atomic_open
 
 __all__ = ["Features", "LayerSpan", "UtteranceId", "normalize_id"]
 
@@ -215,24 +215,14 @@ class Features:
         suffix = path.suffix.lower()
         if suffix not in (".safetensors", ".npz"):
             raise ValueError(f"unsupported features file suffix {path.suffix!r}; use .safetensors or .npz")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                if suffix == ".npz":
-                    meta = np.frombuffer(self._metadata().encode("utf-8"), dtype=np.uint8)
-                    np.savez(fh, **self._arrays(), **{_META_KEY: meta})
-                else:
-                    from safetensors.numpy import save as st_save
+        with atomic_open(path, "wb", sync=True) as fh:
+            if suffix == ".npz":
+                meta = np.frombuffer(self._metadata().encode("utf-8"), dtype=np.uint8)
+                np.savez(fh, **self._arrays(), **{_META_KEY: meta})
+            else:
+                from safetensors.numpy import save as st_save
 
-                    fh.write(st_save(self._arrays(), metadata={_META_KEY: self._metadata()}))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+                fh.write(st_save(self._arrays(), metadata={_META_KEY: self._metadata()}))
         return path
 
     @classmethod

@@ -22,13 +22,13 @@ import json
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, Union
 
 import numpy as np
 
+from neurohook.atomic import atomic_open, atomic_write_text
 from neurohook.analysis import AnalysisResult, TaskResult, overlap
 from neurohook.verification import ALL as SV_ALL
 from neurohook.verification import VerificationResult
@@ -829,22 +829,10 @@ def fig_overlap(m: ModelResults) -> Any:
 # Writing
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write path through a temporary file in the same folder, then os.replace (none left on failure)."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
 
 def _save_figure(fig: Any, path: Path) -> None:
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
 
 
 @dataclass
@@ -935,7 +923,7 @@ def write_report(results: Results, out_dir: str | os.PathLike[str]) -> Path:
     figs = _Figures(out)
     blocks = build_blocks(study, figs)
     md, page = render_markdown(blocks), render_html(blocks, "neurohook report")
-    _atomic(out / "report.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
-    _atomic(out / "report.md", lambda tmp: tmp.write_text(md, encoding="utf-8"))
+    atomic_write_text(out / "report.html", page)
+    atomic_write_text(out / "report.md", md)
     logger.info("report written to %s (%d figures)", out / "report.md", len(figs.files))
     return out / "report.md"

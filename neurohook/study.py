@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from neurohook.atomic import atomic_write_text
 from neurohook import __version__, verification
 from neurohook.analysis import analyze
 from neurohook.data.manifest import Manifest
@@ -120,8 +121,5 @@ def write_results(
         data["neurohook_version"] = __version__
     data["models"].update(models)
     data.update(extra)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1))
     return path

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from neurohook import report, verification as V
+from neurohook.atomic import atomic_open
 from neurohook.analysis import analyze
 from neurohook.features import Features, LayerSpan
 from neurohook.probe import LinearProbe
@@ -328,11 +329,9 @@ def test_atomic_write_keeps_the_old_file_and_no_temp_on_failure(tmp_path):
     target = tmp_path / "report.md"
     target.write_text("old")
 
-    def broken(tmp: Path) -> None:
-        tmp.write_text("half")
-        raise OSError("disk full")
-
     with pytest.raises(OSError, match="disk full"):
-        report._atomic(target, broken)
+        with atomic_open(target, "w") as f:  # the writer every report file goes through
+            f.write("half")
+            raise OSError("disk full")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]

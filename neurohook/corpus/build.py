@@ -27,6 +27,7 @@ import torch
 import torchaudio.functional as AF
 from tqdm.auto import tqdm
 
+from neurohook.atomic import atomic_write_bytes
 from neurohook.corpus.channels import apply_channel
 from neurohook.corpus.espeak import ESPEAK_RATE, Synthesizer
 from neurohook.corpus.plan import SIZES, UtteranceSpec, plan_corpus
@@ -58,12 +59,6 @@ def default_corpus_dir(size: str, seed: int) -> Path:
     """Where :func:`build_corpus` puts a corpus by default: ``<cache>/corpus/<size>-<seed>``."""
     return cache_dir() / "corpus" / f"{size}-{seed}"
 
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _synthesise(spec: UtteranceSpec) -> tuple[np.ndarray, list[dict[str, Any]], str]:
@@ -140,10 +135,10 @@ def _make_one(args: tuple[str, UtteranceSpec]) -> dict[str, str]:
     audio = _render(spec, samples)
     duration = len(audio) / SAMPLE_RATE
     meta = {"utt_id": spec.utt_id, "text": text, "duration": duration, "events": events}
-    _atomic_bytes(side, json.dumps(meta, ensure_ascii=False, indent=0).encode("utf-8"))
+    atomic_write_bytes(side, json.dumps(meta, ensure_ascii=False, indent=0).encode("utf-8"))
     buf = io.BytesIO()
     sf.write(buf, audio, SAMPLE_RATE, format="WAV", subtype="PCM_16")
-    _atomic_bytes(wav, buf.getvalue())  # written last: its presence marks the utterance done
+    atomic_write_bytes(wav, buf.getvalue())  # written last: its presence marks the utterance done
     return _row(spec, text, duration)
 
 
@@ -161,7 +156,7 @@ def _check_build_info(out: Path, size: str, seed: int) -> None:
                 f"{out} holds a different corpus ({old}); asked for {info}: choose another --out or remove it"
             )
         return
-    _atomic_bytes(path, json.dumps(info, indent=1).encode("utf-8"))
+    atomic_write_bytes(path, json.dumps(info, indent=1).encode("utf-8"))
 
 
 def _write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
@@ -169,7 +164,7 @@ def _write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
     w = csv.DictWriter(buf, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    _atomic_bytes(path, buf.getvalue().encode("utf-8"))
+    atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
 
 
 def build_corpus(

@@ -14,12 +14,12 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
+from neurohook.atomic import atomic_write_text
 
 __all__ = [
     "RESERVED_COLUMNS",
@@ -293,22 +293,6 @@ class Manifest:
         atomic_write_text(path, buf.getvalue())
         return path
 
-
-def atomic_write_text(path: PathLike, text: str) -> None:
-    """Write text to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def read_manifest(

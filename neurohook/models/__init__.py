@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from neurohook.atomic import atomic_open
 from neurohook.models.base import ProbeLayers, SpeechModel
 
 __all__ = [
@@ -186,14 +186,8 @@ def save(model: SpeechModel, path: str | os.PathLike[str], *, metrics: dict[str,
         "metrics": dict(metrics or {}),
         "extra": dict(extra or {}),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        torch.save(payload, f)
     _LOG.info("saved %s to %s", model.name, path)
     return path
 
