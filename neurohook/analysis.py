@@ -305,27 +305,28 @@ def analyze_task(
     for seed in seeds:
         tr, te = train_test_split(y, test_size, seed, spk)
         specs = [ProbeSpec(int(starts[i]), int(starts[i + 1]), seed) for i in range(len(names))] + [ProbeSpec(0, D, seed)]
-        probes = fit_probes(X[tr], y[tr], specs, **probe_params)
-        layer_acc = [p.score(X[te][:, s.start : s.end], y[te]) for p, s in zip(probes, specs)]
+        X_tr, X_te, y_tr, y_te = X[tr], X[te], y[tr], y[te]  # one copy each per seed
+        probes = fit_probes(X_tr, y_tr, specs, **probe_params)
+        layer_acc = [p.score(X_te[:, s.start : s.end], y_te) for p, s in zip(probes, specs)]
         probe_all, oracle = probes[-1], layer_acc[-1]
         per["layers"].append(layer_acc[:-1])
         per["oracle"].append(oracle)
-        per["majority"].append(majority_accuracy(y[tr], y[te]))
-        ctrl_train, ctrl_test = control_labels(y[tr], len(te), seed)
-        (ctrl_probe,) = fit_probes(X[tr], ctrl_train, [ProbeSpec(0, D, seed)], **probe_params)
-        ctrl = ctrl_probe.score(X[te], ctrl_test)
+        per["majority"].append(majority_accuracy(y_tr, y_te))
+        ctrl_train, ctrl_test = control_labels(y_tr, len(te), seed)
+        (ctrl_probe,) = fit_probes(X_tr, ctrl_train, [ProbeSpec(0, D, seed)], **probe_params)
+        ctrl = ctrl_probe.score(X_te, ctrl_test)
         per["control"].append(ctrl)
         per["selectivity"].append(selectivity(oracle, ctrl))
         if rinit_features is not None:
-            (rprobe,) = fit_probes(X_rinit[tr], y[tr], [ProbeSpec(0, X_rinit.shape[1], seed)], **probe_params)
-            per["rinit"].append(rprobe.score(X_rinit[te], y[te]))
+            (rprobe,) = fit_probes(X_rinit[tr], y_tr, [ProbeSpec(0, X_rinit.shape[1], seed)], **probe_params)
+            per["rinit"].append(rprobe.score(X_rinit[te], y_te))
 
         order = ranking.neuron_ordering(probe_all.coef_, steps).order
-        per["masked"].append(masked_accuracy(probe_all, X[te], y[te], order, ablation_percent, seed))
-        curve = ranking.prefix_accuracy(probe_all.transform(X[te]), probe_all.coef_, probe_all.intercept_,
-                                        probe_all.encode(y[te]), order)
+        per["masked"].append(masked_accuracy(probe_all, X_te, y_te, order, ablation_percent, seed))
+        curve = ranking.prefix_accuracy(probe_all.transform(X_te), probe_all.coef_, probe_all.intercept_,
+                                        probe_all.encode(y_te), order)
         per["prefix"].append(curve[prefix_k - 1])
-        minimal = minimal_neuron_set(X[tr], y[tr], X[te], y[te], order, oracle, percentages, delta, seed, **probe_params)
+        minimal = minimal_neuron_set(X_tr, y_tr, X_te, y_te, order, oracle, percentages, delta, seed, **probe_params)
         per["minimal"].append(minimal)
         per["distribution"].append(ranking.layer_distribution(np.asarray(minimal.neurons), sizes).counts)
         if not first_minimal:
