@@ -201,8 +201,10 @@ def fit_probes(
 ) -> list[LinearProbe]:
     """Train one probe per spec (columns of X (N, D) and a seed) together; returns fitted LinearProbes.
 
-    Probes of one seed and width share one ``torch.bmm`` and every minibatch of that seed. As the
-    summed loss separates and Adam is elementwise, each result equals fitting that probe alone.
+    Probes of one width at the same column starts train together for all their seeds: each step is
+    one gather of the seeds' minibatches and one ``torch.bmm``; an ALL probe beside its layers shares
+    their bmm. As the summed loss separates and Adam is elementwise, each result equals fitting that
+    probe alone (up to float32 summation order). Memory: up to one normalised float32 copy of X more.
     """
     X = _check_features(X)
     y = _check_labels(y, len(X))
@@ -217,24 +219,26 @@ def fit_probes(
     C = len(classes)
     dev = torch.device(device)
 
-    if _is_row_source(X):  # read and normalise one minibatch at a time
+    if _is_row_source(X):
         mean, scale = X.column_stats()
-        scale[scale == 0] = 1.0
-
-        def batch(rows: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(((X.rows(rows.cpu().numpy()) - mean) / scale).astype(np.float32)).to(dev)
     else:
-        mean = X.mean(axis=0, dtype=np.float64)
-        scale = X.std(axis=0, dtype=np.float64)
-        scale[scale == 0] = 1.0
-        Z = torch.from_numpy(((X - mean) / scale).astype(np.float32)).to(dev)
-
-        def batch(rows: torch.Tensor) -> torch.Tensor:
-            return torch.index_select(Z, 0, rows)
+        mean, scale = X.mean(axis=0, dtype=np.float64), X.std(axis=0, dtype=np.float64)
+    scale[scale == 0] = 1.0
     Y = torch.from_numpy(y_idx.astype(np.int64)).to(dev)
 
-    # Per seed: training rows, validation rows and the minibatch generator.
+    # A "unit" is k probes of one width w at the same column starts, for each of S seeds: their
+    # weights are one (k, S, C, w) tensor and one step is one gather and one bmm for all of them.
+    starts_of: dict[tuple[int, int], list[int]] = {}  # (seed, w) -> column starts, in spec order
+    for s in specs:
+        starts = starts_of.setdefault((s.seed, s.end - s.start), [])
+        if s.start not in starts:
+            starts.append(s.start)
+    units: dict[tuple[int, tuple[int, ...]], list[int]] = {}  # (w, starts) -> seeds
+    for (seed, w), starts in sorted(starts_of.items()):
+        units.setdefault((w, tuple(starts)), []).append(seed)  # seeds in increasing order
     seeds = sorted({s.seed for s in specs})
+
+    # Per seed: training rows, validation rows and the minibatch generator.
     rows: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
     for seed in seeds:
         if early_stopping:
@@ -244,107 +248,126 @@ def fit_probes(
             rows[seed] = (torch.arange(len(X), device=dev), None)
     n_train = len(rows[seeds[0]][0])
 
-    # Probes of one seed and one width train in one bmm ("units"). When their columns tile one
-    # contiguous range (a model's equal-width layers) they read strided views of the minibatch.
-    units: dict[tuple[int, int], list[int]] = {}
-    for i, s in enumerate(specs):
-        units.setdefault((s.seed, s.end - s.start), []).append(i)
-    params = {u: (torch.zeros(len(ix), C, u[1], device=dev, requires_grad=True),
-                  torch.zeros(len(ix), C, device=dev, requires_grad=True)) for u, ix in units.items()}
-    opt = torch.optim.Adam([p for pair in params.values() for p in pair], lr=lr, fused=True)
-    columns: dict[tuple[int, int], slice | torch.Tensor] = {}
-    for (seed, w), ix in units.items():
-        starts = [specs[i].start for i in ix]
-        if starts == list(range(starts[0], starts[0] + w * len(ix), w)):
-            columns[(seed, w)] = slice(starts[0], starts[0] + w * len(ix))
-        else:
-            columns[(seed, w)] = torch.cat([torch.arange(specs[i].start, specs[i].end, device=dev) for i in ix])
+    # Normalised features of each unit in a (k, N, w) layout, so that a gather of rows is already the
+    # bmm's batch (a copy of the columns when k > 1; features read on demand are read per minibatch).
+    if _is_row_source(X):
+        def gather(unit: tuple[int, tuple[int, ...]], idx: torch.Tensor) -> torch.Tensor:
+            w, starts = unit
+            cols = np.concatenate([np.arange(a, a + w) for a in starts])
+            block = (X.rows(idx.cpu().numpy())[:, cols] - mean[cols]) / scale[cols]
+            return torch.from_numpy(block.astype(np.float32)).view(len(idx), len(starts), w).transpose(0, 1).contiguous().to(dev)
+    else:
+        Z = torch.from_numpy(((X - mean) / scale).astype(np.float32)).to(dev)
+        data = {u: (Z[:, u[1][0] : u[1][0] + u[0]] if len(u[1]) == 1 else  # (N, w) view, or (k * N, w)
+                    torch.stack([Z[:, a : a + u[0]] for a in u[1]]).flatten(0, 1)) for u in units}
+        offsets = {u: torch.arange(len(u[1]), device=dev)[:, None] * len(X) for u in units}  # (k, 1)
 
-    # A seed's single probe over exactly the columns its layer probes tile (ALL beside its layers)
-    # is computed with them: one bmm against [W_layer; W_ALL's slice of that layer] gives each
-    # layer's logits and ALL's per-layer partial sums, so every minibatch is read once, not twice.
-    fused: dict[tuple[int, int], tuple[int, int]] = {}  # layer unit -> ALL unit
-    for (seed, w), ix in units.items():
-        cols = columns[(seed, w)]
-        if len(ix) < 2 or not isinstance(cols, slice):
-            continue
-        for (seed2, w2), ix2 in units.items():
-            if seed2 == seed and len(ix2) == 1 and specs[ix2[0]].start == cols.start and specs[ix2[0]].end == cols.stop:
-                fused[(seed, w)] = (seed2, w2)
+        def gather(unit: tuple[int, tuple[int, ...]], idx: torch.Tensor) -> torch.Tensor:
+            flat = (idx[None] + offsets[unit]).view(-1)  # one index_select: rows of all k blocks
+            return torch.index_select(data[unit], 0, flat).view(len(unit[1]), len(idx), unit[0])
 
-    def logits_of(zrow: torch.Tensor, unit: tuple[int, int], W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Logits (k, B, C) of a unit's k probes for minibatch rows zrow (B, D)."""
-        xs = zrow[:, columns[unit]].unflatten(1, (len(W), unit[1])).transpose(0, 1)  # (k, B, w)
-        return torch.baddbmm(b[:, None, :], xs, W.transpose(1, 2))
+    # A single probe over exactly the columns that a unit's layer probes tile, for the same seeds (ALL
+    # beside its layers), trains with them: their weights are one (k, S, 2C, w) tensor holding each
+    # layer's weights and ALL's slice of that layer, so one bmm gives the layer logits and ALL's
+    # per-layer partial sums and every minibatch is read once.
+    fused: dict[tuple[int, tuple[int, ...]], tuple[int, tuple[int, ...]]] = {}  # ALL unit -> layer unit
+    for (w, starts), ss in units.items():
+        if len(starts) > 1 and list(starts) == list(range(starts[0], starts[0] + w * len(starts), w)):
+            whole = (w * len(starts), (starts[0],))
+            if units.get(whole) == ss:
+                fused[whole] = (w, starts)
+    whole_of = {layer: whole for whole, layer in fused.items()}
+    weight = {(w, starts): torch.zeros(len(starts), len(ss), 2 * C if (w, starts) in fused.values() else C, w,
+                                       device=dev, requires_grad=True)
+              for (w, starts), ss in units.items() if (w, starts) not in fused}
+    bias = {(w, starts): torch.zeros(len(starts), len(ss), C, device=dev, requires_grad=True)
+            for (w, starts), ss in units.items()}
+    opt = torch.optim.Adam([*weight.values(), *bias.values()], lr=lr, fused=True)
 
-    def fused_logits(zrow: torch.Tensor, unit: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (k, B, C) of a layer unit and (1, B, C) of its ALL probe, from one read of zrow (B, D)."""
-        (W, b), (Wa, ba) = params[unit], params[fused[unit]]
-        k, w = len(W), unit[1]
-        xs = zrow[:, columns[unit]].unflatten(1, (k, w)).transpose(0, 1)  # (k, B, w)
-        out = torch.bmm(xs, torch.cat([W, Wa[0].view(C, k, w).transpose(0, 1)], dim=1).transpose(1, 2))  # (k, B, 2C)
-        return out[:, :, :C] + b[:, None, :], (out[:, :, C:].sum(dim=0) + ba)[None]
+    def weights_of(unit: tuple[int, tuple[int, ...]]) -> torch.Tensor:
+        """Weights (k, S, C, w) of a unit's probes (a copy for an ALL unit trained with its layers)."""
+        if unit in fused:
+            Wcat = weight[fused[unit]]
+            return Wcat[:, :, C:].permute(1, 2, 0, 3).reshape(1, Wcat.shape[1], C, unit[0])
+        return weight[unit][:, :, :C]
+
+    def logits_of(unit: tuple[int, tuple[int, ...]], xs: torch.Tensor) -> torch.Tensor:
+        """Logits (k, S, C, B) of a unit's probes for its gathered rows xs (k, S * B, w)."""
+        W, b = weights_of(unit), bias[unit]
+        k, S, w = W.shape[0], W.shape[1], unit[0]
+        out = torch.baddbmm(b.reshape(k * S, C, 1), W.reshape(k * S, C, w), xs.view(k * S, -1, w).transpose(1, 2))
+        return out.view(k, S, C, -1)
+
+    def step_logits(unit: tuple[int, tuple[int, ...]], xs: torch.Tensor) -> list[torch.Tensor]:
+        """Training logits (k, S, C, B) of a unit's probes, then (1, S, C, B) of its ALL probe if fused.
+
+        Classes come before rows so that autograd's weight gradient reads xs in its own layout.
+        """
+        W = weight[unit]
+        if W.shape[2] == C:
+            return [logits_of(unit, xs)]
+        k, S, w = W.shape[0], W.shape[1], unit[0]
+        out = torch.bmm(W.view(k * S, 2 * C, w), xs.view(k * S, -1, w).transpose(1, 2)).view(k, S, 2 * C, -1)
+        return [out[:, :, :C] + bias[unit][..., None], (out[:, :, C:].sum(dim=0) + bias[whole_of[unit]][0][..., None])[None]]
 
     gens = {seed: torch.Generator().manual_seed(seed) for seed in seeds}
-    best = {u: (W.detach().clone(), b.detach().clone()) for u, (W, b) in params.items()}
-    best_acc = {u: torch.full((len(ix),), -1.0, device=dev) for u, ix in units.items()}
+    best = {u: (weights_of(u).detach().clone(), bias[u].detach().clone()) for u in units}
+    best_acc = {u: torch.full(bias[u].shape[:2], -1.0, device=dev) for u in units}
     stale = 0
     epochs_run = 0
     for epoch in range(epochs):
         epochs_run = epoch + 1
         perms = {s: rows[s][0][torch.randperm(n_train, generator=gens[s]).to(dev)] for s in seeds}
         for start in range(0, n_train, batch_size):
-            zrows = {s: (batch(perms[s][start : start + batch_size]), Y[perms[s][start : start + batch_size]]) for s in seeds}
             loss = torch.zeros((), device=dev)
-            for unit, (W, b) in params.items():
-                if unit in fused.values():
-                    continue  # computed with its layer unit
-                zrow, yrow = zrows[unit[0]]
-                if unit in fused:
-                    pairs = zip(fused_logits(zrow, unit), (params[unit][0], params[fused[unit]][0]))
-                else:
-                    pairs = [(logits_of(zrow, unit, W, b), W)]
-                for logits, weights in pairs:  # logits (k, B, C) of the k probes with these weights
-                    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, C), yrow.repeat(len(weights)), reduction="sum")
-                    loss = loss + ce / len(yrow)
-                    if l1:
-                        loss = loss + l1 * weights.abs().sum()
-                    if l2:
-                        loss = loss + l2 * (weights * weights).sum()
+            for unit, W in weight.items():
+                ss = units[unit]
+                idx = torch.cat([perms[s][start : start + batch_size] for s in ss])
+                xs, yrow = gather(unit, idx), Y[idx].view(len(ss), -1)
+                for logits in step_logits(unit, xs):  # (k, S, C, B)
+                    k = logits.shape[0]
+                    ce = torch.nn.functional.cross_entropy(logits.reshape(k * len(ss), C, -1), yrow.repeat(k, 1), reduction="sum")
+                    loss = loss + ce / yrow.shape[1]
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            with torch.no_grad():  # the penalty's gradient, l1 * sign(W) + 2 * l2 * W, added in place
+                for W in weight.values():
+                    if l1:
+                        W.grad.add_(torch.sign(W), alpha=l1)
+                    if l2:
+                        W.grad.add_(W, alpha=2 * l2)
             opt.step()
         if early_stopping:
             improved = False
             with torch.no_grad():
-                for unit, (W, b) in params.items():
-                    vrows = rows[unit[0]][1]
-                    acc = (logits_of(batch(vrows), unit, W, b).argmax(2) == Y[vrows]).float().mean(dim=1)  # (k,)
-                    better = acc > best_acc[unit]
+                for unit, ss in units.items():
+                    idx = torch.cat([rows[s][1] for s in ss])
+                    acc = (logits_of(unit, gather(unit, idx)).argmax(2) == Y[idx].view(len(ss), -1)).float().mean(dim=2)
+                    better = acc > best_acc[unit]  # (k, S)
                     if better.any():
                         improved = True
                         best_acc[unit] = torch.where(better, acc, best_acc[unit])
-                        best[unit][0][better] = W.detach()[better]
-                        best[unit][1][better] = b.detach()[better]
+                        best[unit][0][better] = weights_of(unit).detach()[better]
+                        best[unit][1][better] = bias[unit].detach()[better]
             stale = 0 if improved else stale + 1
             if stale >= patience:
                 logger.info("early stopping after epoch %d: no probe improved for %d epochs", epoch + 1, patience)
                 break
-    final = best if early_stopping else {u: (W.detach(), b.detach()) for u, (W, b) in params.items()}
+    final = best if early_stopping else {u: (weights_of(u).detach(), bias[u].detach()) for u in units}
 
-    probes: list[LinearProbe | None] = [None] * len(specs)
-    for u, ix in units.items():
-        W, b = (t.cpu().numpy() for t in final[u])
-        for p, i in enumerate(ix):
-            s = specs[i]
-            probe = LinearProbe(l1=l1, l2=l2, epochs=epochs, batch_size=batch_size, lr=lr, seed=s.seed, device=device,
-                                early_stopping=early_stopping, validation_fraction=validation_fraction, patience=patience)
-            probe.classes_ = classes
-            probe.coef_ = np.ascontiguousarray(W[p], dtype=np.float32)
-            probe.intercept_ = np.ascontiguousarray(b[p], dtype=np.float32)
-            probe.mean_ = mean[s.start : s.end]
-            probe.scale_ = scale[s.start : s.end]
-            probe.n_features_in_ = s.end - s.start
-            probe.n_epochs_ = epochs_run
-            probes[i] = probe
-    return probes  # type: ignore[return-value]
+    probes = []
+    for s in specs:
+        unit = (s.end - s.start, tuple(starts_of[(s.seed, s.end - s.start)]))
+        j, si = unit[1].index(s.start), units[unit].index(s.seed)
+        W, b = (t[j, si].cpu().numpy() for t in final[unit])
+        probe = LinearProbe(l1=l1, l2=l2, epochs=epochs, batch_size=batch_size, lr=lr, seed=s.seed, device=device,
+                            early_stopping=early_stopping, validation_fraction=validation_fraction, patience=patience)
+        probe.classes_ = classes
+        probe.coef_ = np.ascontiguousarray(W, dtype=np.float32)
+        probe.intercept_ = np.ascontiguousarray(b, dtype=np.float32)
+        probe.mean_ = mean[s.start : s.end]
+        probe.scale_ = scale[s.start : s.end]
+        probe.n_features_in_ = s.end - s.start
+        probe.n_epochs_ = epochs_run
+        probes.append(probe)
+    return probes

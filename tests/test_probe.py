@@ -46,8 +46,9 @@ def test_matches_unregularised_logistic_regression_optimum():
 
 def test_batched_training_equals_training_each_probe_alone():
     X, y = blobs(n=300, d=30)
-    specs = [ProbeSpec(0, 10, 0), ProbeSpec(10, 20, 0), ProbeSpec(20, 30, 0), ProbeSpec(0, 30, 0),
-             ProbeSpec(0, 10, 7), ProbeSpec(5, 30, 7)]
+    layers = [ProbeSpec(a, a + 10, seed) for seed in (0, 1, 2) for a in (0, 10, 20)]  # trained in one bmm
+    specs = [ProbeSpec(0, 30, 2), *layers, ProbeSpec(0, 30, 0), ProbeSpec(0, 30, 1),  # ALL: fused with layers
+             ProbeSpec(0, 10, 7), ProbeSpec(5, 30, 7), ProbeSpec(3, 13, 7), ProbeSpec(3, 13, 7)]
     params = dict(l1=1e-4, l2=1e-3, epochs=5, batch_size=64)
     together = fit_probes(X, y, specs, **params)
     for spec, probe in zip(specs, together):
