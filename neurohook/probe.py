@@ -261,10 +261,14 @@ def fit_probes(
         data = {u: (Z[:, u[1][0] : u[1][0] + u[0]] if len(u[1]) == 1 else  # (N, w) view, or (k * N, w)
                     torch.stack([Z[:, a : a + u[0]] for a in u[1]]).flatten(0, 1)) for u in units}
         offsets = {u: torch.arange(len(u[1]), device=dev)[:, None] * len(X) for u in units}  # (k, 1)
+        buffers: dict[tuple[Any, ...], torch.Tensor] = {}  # (unit, rows) -> reused output: no fresh pages per step
 
         def gather(unit: tuple[int, tuple[int, ...]], idx: torch.Tensor) -> torch.Tensor:
             flat = (idx[None] + offsets[unit]).view(-1)  # one index_select: rows of all k blocks
-            return torch.index_select(data[unit], 0, flat).view(len(unit[1]), len(idx), unit[0])
+            if (unit, len(flat)) not in buffers:
+                buffers[(unit, len(flat))] = torch.empty(len(flat), unit[0], device=dev)
+            out = torch.index_select(data[unit], 0, flat, out=buffers[(unit, len(flat))])
+            return out.view(len(unit[1]), len(idx), unit[0])
 
     # A single probe over exactly the columns that a unit's layer probes tile, for the same seeds (ALL
     # beside its layers), trains with them: their weights are one (k, S, 2C, w) tensor holding each
