@@ -204,7 +204,9 @@ def fit_probes(
     Probes of one width at the same column starts train together for all their seeds: each step is
     one gather of the seeds' minibatches and one ``torch.bmm``; an ALL probe beside its layers shares
     their bmm. As the summed loss separates and Adam is elementwise, each result equals fitting that
-    probe alone (up to float32 summation order). Memory: up to one normalised float32 copy of X more.
+    probe alone (up to float32 summation order). With early stopping each probe keeps its own best
+    epoch, but training stops only when no probe improved for ``patience`` epochs. Memory: up to one
+    normalised float32 copy of X more.
     """
     X = _check_features(X)
     y = _check_labels(y, len(X))
@@ -315,7 +317,7 @@ def fit_probes(
         return [out[:, :, :C] + bias[unit][..., None], (out[:, :, C:].sum(dim=0) + bias[whole_of[unit]][0][..., None])[None]]
 
     gens = {seed: torch.Generator().manual_seed(seed) for seed in seeds}
-    best = {u: (weights_of(u).detach().clone(), bias[u].detach().clone()) for u in units}
+    best = {u: (weights_of(u).detach().clone(), bias[u].detach().clone()) for u in units} if early_stopping else {}
     best_acc = {u: torch.full(bias[u].shape[:2], -1.0, device=dev) for u in units}
     stale = 0
     epochs_run = 0
