@@ -92,6 +92,19 @@ def test_early_stopping_keeps_the_best_epoch(caplog):
     assert probe.score(X, y) > 0.8
 
 
+def test_batched_early_stopping_keeps_each_probes_own_best_epoch():
+    # With patience >= epochs nobody stops early, so each batched probe must end on the epoch that
+    # is best on its own seed's validation rows, exactly as when trained alone.
+    X, y = blobs(n=300, d=30, scale=0.7)
+    specs = [ProbeSpec(a, a + 10, seed) for seed in (0, 1) for a in (0, 10, 20)]
+    specs += [ProbeSpec(0, 30, 0), ProbeSpec(0, 30, 1), ProbeSpec(4, 9, 1)]
+    params = dict(early_stopping=True, patience=8, epochs=8, lr=5e-2, batch_size=32)
+    together = fit_probes(X, y, specs, **params)
+    for spec, probe in zip(specs, together):
+        alone = LinearProbe(seed=spec.seed, **params).fit(X[:, spec.start : spec.end], y)
+        np.testing.assert_allclose(probe.coef_, alone.coef_, rtol=0, atol=1e-5)
+
+
 def test_bad_input_is_rejected_clearly():
     X, y = blobs(n=50)
     with pytest.raises(ValueError, match="at least two classes"):
