@@ -29,6 +29,8 @@ __all__ = ["LinearProbe", "ProbeSpec", "fit_probes"]
 
 logger = logging.getLogger(__name__)
 
+_Unit = tuple[int, tuple[int, ...]]  # probes trained in one bmm: (width, column starts)
+
 
 def _is_row_source(X: Any) -> bool:
     """Features read on demand (e.g. :class:`neurohook.shards.ShardedFeatures`): ``rows``, ``column_stats``."""
@@ -235,7 +237,7 @@ def fit_probes(
         starts = starts_of.setdefault((s.seed, s.end - s.start), [])
         if s.start not in starts:
             starts.append(s.start)
-    units: dict[tuple[int, tuple[int, ...]], list[int]] = {}  # (w, starts) -> seeds
+    units: dict[_Unit, list[int]] = {}  # (w, starts) -> seeds
     for (seed, w), starts in sorted(starts_of.items()):
         units.setdefault((w, tuple(starts)), []).append(seed)  # seeds in increasing order
     seeds = sorted({s.seed for s in specs})
@@ -253,7 +255,7 @@ def fit_probes(
     # Normalised features of each unit in a (k, N, w) layout, so that a gather of rows is already the
     # bmm's batch (a copy of the columns when k > 1; features read on demand are read per minibatch).
     if _is_row_source(X):
-        def gather(unit: tuple[int, tuple[int, ...]], idx: torch.Tensor) -> torch.Tensor:
+        def gather(unit: _Unit, idx: torch.Tensor) -> torch.Tensor:
             w, starts = unit
             cols = np.concatenate([np.arange(a, a + w) for a in starts])
             block = (X.rows(idx.cpu().numpy())[:, cols] - mean[cols]) / scale[cols]
@@ -263,9 +265,9 @@ def fit_probes(
         data = {u: (Z[:, u[1][0] : u[1][0] + u[0]] if len(u[1]) == 1 else  # (N, w) view, or (k * N, w)
                     torch.stack([Z[:, a : a + u[0]] for a in u[1]]).flatten(0, 1)) for u in units}
         offsets = {u: torch.arange(len(u[1]), device=dev)[:, None] * len(X) for u in units}  # (k, 1)
-        buffers: dict[tuple[Any, ...], torch.Tensor] = {}  # (unit, rows) -> reused output: no fresh pages per step
+        buffers: dict[tuple[_Unit, int], torch.Tensor] = {}  # (unit, rows) -> reused output: no fresh pages per step
 
-        def gather(unit: tuple[int, tuple[int, ...]], idx: torch.Tensor) -> torch.Tensor:
+        def gather(unit: _Unit, idx: torch.Tensor) -> torch.Tensor:
             flat = (idx[None] + offsets[unit]).view(-1)  # one index_select: rows of all k blocks
             if (unit, len(flat)) not in buffers:
                 buffers[(unit, len(flat))] = torch.empty(len(flat), unit[0], device=dev)
@@ -276,35 +278,35 @@ def fit_probes(
     # beside its layers), trains with them: their weights are one (k, S, 2C, w) tensor holding each
     # layer's weights and ALL's slice of that layer, so one bmm gives the layer logits and ALL's
     # per-layer partial sums and every minibatch is read once.
-    fused: dict[tuple[int, tuple[int, ...]], tuple[int, tuple[int, ...]]] = {}  # ALL unit -> layer unit
+    fused: dict[_Unit, _Unit] = {}  # ALL unit -> layer unit
     for (w, starts), ss in units.items():
         if len(starts) > 1 and list(starts) == list(range(starts[0], starts[0] + w * len(starts), w)):
             whole = (w * len(starts), (starts[0],))
             if units.get(whole) == ss:
                 fused[whole] = (w, starts)
     whole_of = {layer: whole for whole, layer in fused.items()}
-    weight = {(w, starts): torch.zeros(len(starts), len(ss), 2 * C if (w, starts) in fused.values() else C, w,
+    weight = {(w, starts): torch.zeros(len(starts), len(ss), 2 * C if (w, starts) in whole_of else C, w,
                                        device=dev, requires_grad=True)
               for (w, starts), ss in units.items() if (w, starts) not in fused}
     bias = {(w, starts): torch.zeros(len(starts), len(ss), C, device=dev, requires_grad=True)
             for (w, starts), ss in units.items()}
     opt = torch.optim.Adam([*weight.values(), *bias.values()], lr=lr, fused=True)
 
-    def weights_of(unit: tuple[int, tuple[int, ...]]) -> torch.Tensor:
+    def weights_of(unit: _Unit) -> torch.Tensor:
         """Weights (k, S, C, w) of a unit's probes (a copy for an ALL unit trained with its layers)."""
         if unit in fused:
             Wcat = weight[fused[unit]]
             return Wcat[:, :, C:].permute(1, 2, 0, 3).reshape(1, Wcat.shape[1], C, unit[0])
         return weight[unit][:, :, :C]
 
-    def logits_of(unit: tuple[int, tuple[int, ...]], xs: torch.Tensor) -> torch.Tensor:
+    def logits_of(unit: _Unit, xs: torch.Tensor) -> torch.Tensor:
         """Logits (k, S, C, B) of a unit's probes for its gathered rows xs (k, S * B, w)."""
         W, b = weights_of(unit), bias[unit]
         k, S, w = W.shape[0], W.shape[1], unit[0]
         out = torch.baddbmm(b.reshape(k * S, C, 1), W.reshape(k * S, C, w), xs.view(k * S, -1, w).transpose(1, 2))
         return out.view(k, S, C, -1)
 
-    def step_logits(unit: tuple[int, tuple[int, ...]], xs: torch.Tensor) -> list[torch.Tensor]:
+    def step_logits(unit: _Unit, xs: torch.Tensor) -> list[torch.Tensor]:
         """Training logits (k, S, C, B) of a unit's probes, then (1, S, C, B) of its ALL probe if fused.
 
         Classes come before rows so that autograd's weight gradient reads xs in its own layout.
