@@ -21,12 +21,9 @@ namespace nh {
 
 static int g_threads = 0;  // 0: default
 
+// NEUROHOOK_NUM_THREADS is read and checked in Python (neurohook.ranking), which sets g_threads.
 int num_threads() {
     if (g_threads > 0) return g_threads;
-    if (const char* env = std::getenv("NEUROHOOK_NUM_THREADS")) {
-        const int n = std::atoi(env);
-        if (n > 0) return n;
-    }
     return std::max(1u, std::thread::hardware_concurrency());
 }
 

@@ -1,15 +1,13 @@
 """neurohook: layer-wise and neuron-level probing of pretrained speech models.
 
-``import neurohook`` stays light: the compiled ranking core is imported eagerly (it needs only
-numpy), everything that needs torch is imported on first use.
+``import neurohook`` stays light: every submodule, the compiled ranking core included, is imported
+on first use.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
-
-from neurohook import ranking
 
 __version__ = "0.1.0"
 
@@ -23,9 +21,9 @@ _LAZY = {
     "analyze": "neurohook.analysis",
 }
 # submodules reachable as attributes, e.g. neurohook.verification.eer
-_SUBMODULES = {"hooks", "pooling", "features", "probe", "analysis", "ablation", "control", "verification", "models", "data", "corpus", "report", "extract", "shards"}
+_SUBMODULES = {"ranking", "errors", "hooks", "pooling", "features", "probe", "analysis", "ablation", "control", "verification", "models", "data", "corpus", "report", "extract", "shards"}
 
-__all__ = ["ranking", "__version__", *_LAZY, *sorted(_SUBMODULES)]
+__all__ = ["__version__", *_LAZY, *sorted(_SUBMODULES)]
 
 
 def __getattr__(name: str) -> Any:

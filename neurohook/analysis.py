@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from neurohook.errors import DataError
 from neurohook.atomic import atomic_write_text
 from neurohook import ranking
 from neurohook.ablation import DEFAULT_PERCENTAGES, masked_accuracy, minimal_neuron_set
@@ -216,16 +217,32 @@ def train_test_split(
             group = rng.permutation(np.flatnonzero(main == c))
             test_spk = group[: int(round(test_size * len(group)))]
             test |= np.isin(spk_of_row, test_spk)
+    _check_splittable(labels, speakers)
     train_idx, test_idx = np.flatnonzero(~test), np.flatnonzero(test)
     if len(train_idx) == 0 or len(test_idx) == 0:
-        raise ValueError(f"the split left an empty {'training' if len(train_idx) == 0 else 'test'} part "
+        raise DataError(f"the split left an empty {'training' if len(train_idx) == 0 else 'test'} part "
                          f"({len(labels)} utterances, test_size={test_size}{', by speaker' if speakers is not None else ''})")
     for part, idx in (("training", train_idx), ("test", test_idx)):
         missing = sorted(set(np.unique(labels).tolist()) - set(np.unique(labels[idx]).tolist()))
         if missing:
-            raise ValueError(f"class(es) {missing[:5]} absent from the {part} split: give more utterances of them"
+            raise DataError(f"class(es) {missing[:5]} absent from the {part} split: give more utterances of them"
                              f"{' or more speakers' if speakers is not None else ''}")
     return train_idx, test_idx
+
+
+def _check_splittable(labels: np.ndarray, speakers: np.ndarray | None) -> None:
+    """DataError naming the classes with fewer than 2 utterances (or speakers): one is needed per part."""
+    if speakers is None:
+        classes, counts = np.unique(labels, return_counts=True)
+        unit = "utterance"
+    else:
+        pairs = np.unique(np.stack([labels.astype(str), speakers.astype(str)]), axis=1)
+        classes, counts = np.unique(pairs[0], return_counts=True)
+        unit = "speaker"
+    few = classes[counts < 2].tolist()
+    if few:
+        raise DataError(f"class(es) {few[:5]} have only one {unit} ({len(few)} of {len(classes)} classes): each "
+                        f"class needs at least 2 {unit}s, one for training and one for testing; drop or merge them")
 
 
 def _mode(values: np.ndarray) -> Any:
@@ -250,8 +267,16 @@ def _aligned_labels(features: Any, labels: Any, what: str) -> np.ndarray:
         return np.array([labels.get(u) for u in features.ids], dtype=object)
     arr = np.asarray(labels, dtype=object)
     if arr.shape != (len(features.ids),):
-        raise ValueError(f"{what} has shape {arr.shape} but the features hold {len(features.ids)} utterances")
+        raise DataError(f"{what} has shape {arr.shape} but the features hold {len(features.ids)} utterances")
     return arr
+
+
+def _check_finite(X: np.ndarray, ids: Sequence[Any], what: str) -> None:
+    """DataError naming the first utterances whose features hold NaN or Inf."""
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise DataError(f"{what} of {len(rows)} utterance(s) hold NaN or Inf, e.g. {[ids[r] for r in rows[:5]]}")
 
 
 def _clean(values: np.ndarray) -> np.ndarray:
@@ -282,11 +307,13 @@ def analyze_task(
     y_all = _aligned_labels(features, labels, "labels")
     keep = np.array([v is not None and not (isinstance(v, float) and np.isnan(v)) for v in y_all])
     if keep.sum() == 0:
-        raise ValueError(f"task {task!r}: no utterance has a label")
+        raise DataError(f"task {task!r}: no utterance of the features has a label (features ids look like "
+                        f"{list(features.ids[:2])}; are the labels keyed by other ids?)")
     y = _clean(y_all[keep])
     spk = None if speakers is None else _aligned_labels(features, speakers, "speakers")[keep].astype(str)
     perm, names, sizes = _layer_blocks(features)
     X = np.asarray(features.values)[keep][:, perm]
+    _check_finite(X, [u for u, k in zip(features.ids, keep) if k], "features")
     if rinit_features is not None:
         pos = {u: i for i, u in enumerate(rinit_features.ids)}
         missing = [u for u, k in zip(features.ids, keep) if k and u not in pos]
@@ -295,6 +322,7 @@ def analyze_task(
         rperm, _, rsizes = _layer_blocks(rinit_features)
         rows = [pos[u] for u, k in zip(features.ids, keep) if k]
         X_rinit = np.asarray(rinit_features.values)[rows][:, rperm]
+        _check_finite(X_rinit, [rinit_features.ids[r] for r in rows], "R.INIT features")
     starts = np.concatenate([[0], np.cumsum(sizes)])
     D = X.shape[1]
 
@@ -407,6 +435,12 @@ def analyze(
 
 
 def _is_task_map(labels: Mapping[Any, Any], features: Any) -> bool:
-    """A mapping of task name -> labels (rather than utterance id -> label)."""
+    """A mapping of task name -> labels (rather than utterance id -> label); DataError when it is neither."""
     ids = set(features.ids)
-    return not any(k in ids for k in labels)
+    if any(k in ids for k in labels):
+        return False
+    scalar = [k for k, v in labels.items() if isinstance(v, (str, int, float, np.generic)) or v is None]
+    if scalar:
+        raise DataError(f"labels: none of the {len(labels)} keys is an utterance id of the features (keys like "
+                        f"{list(labels)[:2]}, ids like {list(features.ids[:2])}), and a task map needs labels per task")
+    return True

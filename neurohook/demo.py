@@ -22,12 +22,13 @@ from pathlib import Path
 
 import torch
 
+from neurohook.errors import FolderConflictError
 from neurohook.atomic import atomic_write_text
 from neurohook import models
 from neurohook.control import reinitialize
 from neurohook.corpus import build_corpus
 from neurohook.data.manifest import Manifest, read_manifest
-from neurohook.extract import FEATURES_FILE, extract
+from neurohook.extract import extract
 from neurohook.features import Features
 from neurohook.report import write_report
 from neurohook.study import analyze_model, write_results
@@ -97,11 +98,15 @@ def _model(name: str, size: DemoSize, manifest_path: Path, out: Path) -> torch.n
 
 
 def _features(model: torch.nn.Module, manifest: Manifest, out: Path) -> Features:
-    """Features of every probed layer over the manifest, from the cache when there."""
-    if not (out / FEATURES_FILE).exists():
-        spec = models.probe_layers(model)
-        extract(model, manifest, out, spec.layers, pooling=spec.pooling, overrides=spec.overrides, batch_size=8)
-    return Features.load(out / FEATURES_FILE)
+    """Features of every probed layer over the manifest: shards this model wrote are reused, others redone."""
+    spec = models.probe_layers(model)
+    options = dict(pooling=spec.pooling, overrides=spec.overrides, batch_size=8)
+    try:
+        path = extract(model, manifest, out, spec.layers, **options)
+    except FolderConflictError as e:  # a cache of another model (retrained, another plan): recompute it
+        logger.info("%s; recomputing", e)
+        path = extract(model, manifest, out, spec.layers, overwrite=True, **options)
+    return Features.load(path)
 
 
 def run_demo(out_dir: str | Path = "neurohook-demo", size: str = "default", seeds: int | None = None) -> Path:

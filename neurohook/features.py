@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Any, Mapping, Union
 
 import numpy as np
 from neurohook.atomic import atomic_open
+from neurohook.errors import FeaturesFileError
 
-__all__ = ["Features", "LayerSpan", "UtteranceId", "normalize_id"]
+__all__ = ["Features", "LayerSpan", "UtteranceId", "normalize_id", "read_provenance"]
 
 UtteranceId = Union[str, int]
 _FORMAT_VERSION = 1
 _META_KEY = "neurohook_features"
+_PROVENANCE_KEY = "neurohook_provenance"
 
 
 @dataclass(frozen=True)
@@ -209,53 +212,106 @@ class Features:
             "unit_stat": np.array([code[s] for s in self.unit_stat.tolist()], dtype=np.int64),
         }
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write atomically to ``path`` (.safetensors or .npz) and return it."""
+    def save(self, path: str | os.PathLike[str], *, provenance: Mapping[str, Any] | None = None) -> Path:
+        """Write atomically to ``path`` (.safetensors or .npz) and return it.
+
+        ``provenance``: JSON-able facts of what produced the rows (see :mod:`neurohook.provenance`),
+        stored in the header and read back by :func:`read_provenance` without loading the values.
+        """
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix not in (".safetensors", ".npz"):
             raise ValueError(f"unsupported features file suffix {path.suffix!r}; use .safetensors or .npz")
+        meta = {_META_KEY: self._metadata()}
+        if provenance is not None:
+            meta[_PROVENANCE_KEY] = json.dumps(provenance)
         with atomic_open(path, "wb", sync=True) as fh:
             if suffix == ".npz":
-                meta = np.frombuffer(self._metadata().encode("utf-8"), dtype=np.uint8)
-                np.savez(fh, **self._arrays(), **{_META_KEY: meta})
+                text = {k: np.frombuffer(v.encode("utf-8"), dtype=np.uint8) for k, v in meta.items()}
+                np.savez(fh, **self._arrays(), **text)
             else:
                 from safetensors.numpy import save as st_save
 
-                fh.write(st_save(self._arrays(), metadata={_META_KEY: self._metadata()}))
+                fh.write(st_save(self._arrays(), metadata=meta))
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Features:
-        """Read features written by :meth:`save` (no pickle involved)."""
+        """Read features written by :meth:`save` (no pickle involved).
+
+        Raises :class:`~neurohook.errors.FeaturesFileError` naming the file when it is missing,
+        truncated, damaged, or not a neurohook features file.
+        """
         path = Path(path)
-        suffix = path.suffix.lower()
+        meta, arrays = _read(path, ("values", "unit_layer", "unit_index", "unit_stat"))
+        try:
+            info = json.loads(meta[_META_KEY])
+            if info.get("version") != _FORMAT_VERSION:
+                raise FeaturesFileError(path, f"unsupported features format version {info.get('version')!r}")
+            layers = [
+                LayerSpan(d["name"], d["start"], d["end"], d["pooling"], tuple(d["statistics"]), tuple(d["unit_shape"]))
+                for d in info["layers"]
+            ]
+            names = info["unit_stat_names"]
+            stats = np.array([names[i] for i in arrays["unit_stat"].tolist()], dtype=str)
+            return cls(arrays["values"], info["ids"], layers, arrays["unit_layer"], arrays["unit_index"], stats)
+        except FeaturesFileError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+            raise FeaturesFileError(path, f"damaged features metadata ({type(e).__name__}: {e})") from None
+
+
+def read_provenance(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The provenance stored by ``Features.save(..., provenance=)``, or None; reads only the header.
+
+    Raises :class:`~neurohook.errors.FeaturesFileError` when the file cannot be read.
+    """
+    path = Path(path)
+    meta, _ = _read(path, ())
+    text = meta.get(_PROVENANCE_KEY)
+    if text is None:
+        return None
+    try:
+        out = json.loads(text)
+    except ValueError as e:
+        raise FeaturesFileError(path, f"damaged provenance metadata ({e})") from None
+    if not isinstance(out, dict):
+        raise FeaturesFileError(path, "damaged provenance metadata (not a JSON object)")
+    return out
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What reading a damaged .npz / .safetensors file raises (UnicodeDecodeError is a ValueError)."""
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, SafetensorError)
+
+
+def _read(path: Path, names: Sequence[str]) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """(metadata strings, the named arrays) of a features file; FeaturesFileError for anything unreadable."""
+    suffix = path.suffix.lower()
+    if suffix not in (".safetensors", ".npz"):
+        raise FeaturesFileError(path, f"unsupported features file suffix {path.suffix!r}; use .safetensors or .npz")
+    if not path.is_file():
+        raise FeaturesFileError(path, "no such file")
+    errors = _read_errors()
+    try:
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in ("values", "unit_layer", "unit_index", "unit_stat")}
-                meta_text = z[_META_KEY].tobytes().decode("utf-8")
-        elif suffix == ".safetensors":
+                meta = {k: z[k].tobytes().decode("utf-8") for k in (_META_KEY, _PROVENANCE_KEY) if k in z.files}
+                arrays = {k: z[k] for k in names}
+        else:
             from safetensors import safe_open
 
             with safe_open(str(path), framework="numpy") as f:
-                meta_text = (f.metadata() or {}).get(_META_KEY)
-                if meta_text is None:
-                    raise ValueError(f"{path} is not a neurohook features file (no metadata)")
-                arrays = {k: f.get_tensor(k) for k in ("values", "unit_layer", "unit_index", "unit_stat")}
-        else:
-            raise ValueError(f"unsupported features file suffix {path.suffix!r}; use .safetensors or .npz")
-        meta = json.loads(meta_text)
-        if meta.get("version") != _FORMAT_VERSION:
-            raise ValueError(f"{path}: unsupported features format version {meta.get('version')!r}")
-        layers = [
-            LayerSpan(
-                d["name"], d["start"], d["end"], d["pooling"], tuple(d["statistics"]), tuple(d["unit_shape"])
-            )
-            for d in meta["layers"]
-        ]
-        names = meta["unit_stat_names"]
-        stats = np.array([names[i] for i in arrays["unit_stat"].tolist()], dtype=str)
-        return cls(arrays["values"], meta["ids"], layers, arrays["unit_layer"], arrays["unit_index"], stats)
+                meta = dict(f.metadata() or {})
+                arrays = {k: f.get_tensor(k) for k in names}
+    except errors as e:
+        reason = str(e).splitlines()[0] if str(e) else ""
+        raise FeaturesFileError(path, f"not a readable features file ({type(e).__name__}{': ' + reason if reason else ''})") from None
+    if _META_KEY not in meta:
+        raise FeaturesFileError(path, "not a neurohook features file (no metadata)")
+    return meta, arrays
 
 
 def normalize_id(u: object) -> UtteranceId:

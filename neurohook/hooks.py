@@ -32,8 +32,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
+from neurohook.errors import UserInputError
 from neurohook.features import Features, LayerSpan, UtteranceId, normalize_id
-from neurohook.pooling import STATISTICS, RunningPool, check_pooling
+from neurohook.pooling import STATISTICS, RunningPool, as_lengths, check_pooling
 
 __all__ = [
     "LAYOUTS",
@@ -76,7 +77,7 @@ _TIME_MODULES_2D = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 
 
 # --------------------------------------------------------------------------- layer selection
-class LayerNotFoundError(LookupError):
+class LayerNotFoundError(UserInputError, LookupError):
     """A layer name or pattern selects no module; the message lists close matches."""
 
 
@@ -250,6 +251,21 @@ def _conv_lengths(module: nn.Module, lengths: Tensor, dim: int, t_in: int, t_out
     return out.clamp(min=0, max=t_out)
 
 
+def _mask_lengths(padding_mask: Tensor, batch: int) -> Tensor:
+    """Valid steps (B,) of a padding mask (B, T) that is True at padded steps, all at the end."""
+    if padding_mask.dim() != 2 or padding_mask.shape[0] != batch:
+        raise ValueError(f"padding_mask must be (B={batch}, T), got {tuple(padding_mask.shape)}")
+    pad = padding_mask.detach().to("cpu").bool()
+    lengths = (~pad).sum(dim=1)
+    expected = torch.arange(pad.shape[1])[None, :] >= lengths[:, None]
+    if not torch.equal(pad, expected) or bool((lengths == 0).any()):
+        raise ValueError(
+            "padding_mask must be True at padded steps, all at the end of each row, with at least one valid step "
+            "(this one is not: is it a Hugging Face attention_mask, True/1 at valid steps? pass "
+            "lengths=attention_mask.sum(1) or padding_mask=~attention_mask.bool())")
+    return lengths
+
+
 # --------------------------------------------------------------------------------- recorder state
 @dataclass
 class _LayerSpec:
@@ -393,6 +409,11 @@ class Recorder:
         """Names of the recorded layers, in feature order."""
         return [s.name for s in self._specs]
 
+    def layer_specs(self) -> list[dict[str, Any]]:
+        """How each layer is recorded: ``{"name", "pooling", "layout", "output", "lengths"}`` (None: inferred)."""
+        return [{"name": s.name, "pooling": s.pooling, "layout": s.layout, "output": s.output, "lengths": s.lengths_fn}
+                for s in self._specs]
+
     @property
     def ids(self) -> list[UtteranceId]:
         """Utterance ids seen so far, in first-seen order (the rows of :meth:`features`)."""
@@ -465,18 +486,13 @@ class Recorder:
         if padding_mask is not None:
             if lengths is not None:
                 raise ValueError("pass lengths or padding_mask, not both")
-            if padding_mask.dim() != 2 or padding_mask.shape[0] != len(ids):
-                raise ValueError(f"padding_mask must be (B={len(ids)}, T), got {tuple(padding_mask.shape)}")
-            lengths = (~padding_mask.bool()).sum(dim=1)
+            lengths = _mask_lengths(padding_mask, len(ids))
             padded_length = padding_mask.shape[1] if padded_length is None else padded_length
         lens: Tensor | None = None
         if lengths is not None:
-            lens = torch.as_tensor(np.asarray(lengths) if not isinstance(lengths, Tensor) else lengths)
-            lens = lens.detach().to(device="cpu", dtype=torch.int64).reshape(-1)
+            lens = as_lengths(lengths).to("cpu")
             if lens.numel() != len(ids):
                 raise ValueError(f"{lens.numel()} lengths for {len(ids)} ids")
-            if bool((lens < 0).any()):
-                raise ValueError("lengths must be non-negative")
             if padded_length is not None and int(lens.max()) > padded_length:
                 raise ValueError(f"a length {int(lens.max())} exceeds padded_length {padded_length}")
         slots = []

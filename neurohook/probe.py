@@ -25,6 +25,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from neurohook.errors import DataError
+
 __all__ = ["LinearProbe", "ProbeSpec", "fit_probes"]
 
 logger = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ def _check_labels(y: Any, n: int) -> np.ndarray:
         raise ValueError(f"y has {len(y)} labels but X has {n} rows")
     classes = np.unique(y)
     if len(classes) < 2:
-        raise ValueError(f"a probe needs at least two classes in its training labels, got only {classes.tolist()}")
+        raise DataError(f"a probe needs at least two classes in its training labels, got only {classes.tolist()}")
     return y
 
 

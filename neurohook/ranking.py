@@ -15,9 +15,12 @@ Conventions
 
 from __future__ import annotations
 
+import os
 from typing import Literal, NamedTuple, Sequence
 
 import numpy as np
+
+from neurohook.errors import ConfigError
 
 try:
     from neurohook import _core
@@ -41,6 +44,7 @@ __all__ = [
     "layer_distribution",
     "set_num_threads",
     "get_num_threads",
+    "MAX_THREADS",
     "TopNeurons",
     "Ordering",
     "LayerDistribution",
@@ -158,11 +162,37 @@ def layer_distribution(neurons: np.ndarray, layer_sizes: Sequence[int] | np.ndar
     return LayerDistribution(counts, counts / total, counts / sizes.astype(np.float64))
 
 
+#: Most threads a kernel may be given: four per core (more only adds scheduling overhead).
+MAX_THREADS = 4 * (os.cpu_count() or 1)
+
+
 def set_num_threads(n: int) -> None:
-    """Limit the compiled kernels to n threads (n <= 0 restores the default: all cores)."""
+    """Limit the compiled kernels to n threads, 1 to :data:`MAX_THREADS` (n <= 0 restores the default: all cores)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"set_num_threads takes an integer, got {type(n).__name__} {n!r}")
+    if n > MAX_THREADS:
+        raise ValueError(f"set_num_threads({n}): at most {MAX_THREADS} threads (4 per core of this machine)")
     _core.set_num_threads(int(n))
+
+
+def _threads_from_env() -> None:
+    """Apply NEUROHOOK_NUM_THREADS (an integer from 1 to MAX_THREADS); ConfigError naming it otherwise."""
+    value = os.environ.get("NEUROHOOK_NUM_THREADS")
+    if value is None or value.strip() == "":
+        return
+    try:
+        n = int(value.strip())
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_THREADS:
+        raise ConfigError(f"environment variable NEUROHOOK_NUM_THREADS={value!r}: expected an integer from 1 to "
+                          f"{MAX_THREADS} (4 per core of this machine), or unset it for all cores")
+    _core.set_num_threads(n)
 
 
 def get_num_threads() -> int:
     """Number of threads the compiled kernels may use."""
     return _core.get_num_threads()
+
+
+_threads_from_env()

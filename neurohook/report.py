@@ -18,7 +18,6 @@ the speaker and dialect models (else the model's name, else the best-scoring mod
 from __future__ import annotations
 
 import html
-import json
 import logging
 import os
 import re
@@ -29,6 +28,8 @@ from typing import Any, Callable, Mapping, Sequence, Union
 import numpy as np
 
 from neurohook.atomic import atomic_open, atomic_write_text
+from neurohook.errors import ResultsFileError
+from neurohook.study import read_results_file
 from neurohook.analysis import AnalysisResult, TaskResult, overlap
 from neurohook.verification import ALL as SV_ALL
 from neurohook.verification import VerificationResult
@@ -67,6 +68,8 @@ class ModelResults:
     analysis: AnalysisResult
     verification: dict[str, VerificationResult]
     trained_for: str | None = None
+    #: Trial sets whose speaker verification could not run, with the reason.
+    verification_errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def tasks(self) -> dict[str, TaskResult]:
@@ -101,27 +104,41 @@ class Study:
 
 
 def load_results(results: Results) -> Study:
-    """A Study from results.json's dict or path (ValueError when it does not follow the schema)."""
+    """A Study from results.json's dict or path (:func:`read_results_file`).
+
+    Raises :class:`~neurohook.errors.ResultsFileError` naming the file (or ``<dict>``) when it does
+    not follow the schema.
+    """
+    source = "<dict>" if isinstance(results, Mapping) else str(results)
     if not isinstance(results, Mapping):
-        results = json.loads(Path(results).read_text())
-    if not isinstance(results, Mapping) or not isinstance(results.get("models"), Mapping):
-        raise ValueError("results must be a dict with a 'models' mapping (see neurohook.report)")
+        results = read_results_file(results)
+    if not isinstance(results.get("models"), Mapping):
+        raise ResultsFileError(source, "not a neurohook results file (expected a 'models' mapping)")
     models: dict[str, ModelResults] = {}
     for name, entry in results["models"].items():
         try:
-            analysis = entry.get("analysis") or {"tasks": {}}
-            ar = AnalysisResult.from_dict(analysis)
-            for task, t in ar.tasks.items():
-                _check_task(task, t)
-            ver = {str(k): VerificationResult.from_dict(v) for k, v in (entry.get("verification") or {}).items()}
-            layers = list(entry.get("layers") or _first_task_attr(ar, "layers", []))
-            sizes = [int(s) for s in (entry.get("layer_sizes") or _first_task_attr(ar, "layer_sizes", []))]
-            n = int(entry.get("n_neurons") or sum(sizes))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"model {name!r} in results: malformed entry ({type(exc).__name__}: {exc})") from exc
-        trained = entry.get("trained_for")
-        models[str(name)] = ModelResults(str(name), n, layers, sizes, ar, ver, None if trained is None else str(trained))
+            models[str(name)] = _model_results(str(name), entry)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ResultsFileError(source, f"model {name!r}: malformed entry ({type(exc).__name__}: {exc})") from None
     return Study(str(results.get("neurohook_version", "unknown")), models)
+
+
+def _model_results(name: str, entry: Mapping[str, Any]) -> ModelResults:
+    """One model's entry of results.json as ModelResults (KeyError/TypeError/ValueError when malformed)."""
+    ar = AnalysisResult.from_dict(entry.get("analysis") or {"tasks": {}})
+    for task, t in ar.tasks.items():
+        _check_task(task, t)
+    ver, failed = {}, {}
+    for k, v in (entry.get("verification") or {}).items():
+        if isinstance(v, Mapping) and "error" in v:
+            failed[str(k)] = str(v["error"])
+        else:
+            ver[str(k)] = VerificationResult.from_dict(v)
+    layers = list(entry.get("layers") or _first_task_attr(ar, "layers", []))
+    sizes = [int(s) for s in (entry.get("layer_sizes") or _first_task_attr(ar, "layer_sizes", []))]
+    n = int(entry.get("n_neurons") or sum(sizes))
+    trained = entry.get("trained_for")
+    return ModelResults(name, n, layers, sizes, ar, ver, None if trained is None else str(trained), failed)
 
 
 def _check_task(name: str, t: TaskResult) -> None:
@@ -876,6 +893,9 @@ def build_blocks(study: Study, figs: _Figures) -> list[Block]:
     b.append(Heading(3, "Speaker verification (Figure 5)"))
     if not sv_models:
         b.append(Para("Speaker verification: " + NOT_MEASURED + "."))
+    for m in study.models.values():
+        for trial_set, reason in m.verification_errors.items():
+            b.append(Para(f"Speaker verification ({trial_set}) of {m.name} could not run: {reason}."))
     for m in sv_models:
         b.append(Image(figs.save(fig_layer_eer(m), f"eer_{m.name}"), f"Layer-wise EER of {m.name} (lower is better)."))
         b.append(table_layerwise_eer(m))

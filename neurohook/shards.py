@@ -18,7 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-from neurohook.features import _META_KEY, Features, LayerSpan
+from neurohook.errors import FeaturesFileError
+from neurohook.features import _META_KEY, Features, LayerSpan, _read_errors
 
 __all__ = ["ShardedFeatures", "SHARD_PATTERN"]
 
@@ -35,16 +36,18 @@ class ShardedFeatures:
         if not paths:
             raise ValueError("ShardedFeatures needs at least one shard file")
         self.paths = [Path(p) for p in paths]
-        self._files = [safe_open(str(p), framework="numpy") for p in self.paths]
-        metas = []
-        for path, f in zip(self.paths, self._files):
-            meta = (f.metadata() or {}).get(_META_KEY)
-            if meta is None:
-                raise ValueError(f"{path} is not a neurohook features shard (no metadata)")
-            metas.append(json.loads(meta))
+        self._files, metas = [], []
+        for path in self.paths:
+            try:
+                f = safe_open(str(path), framework="numpy")
+                meta = json.loads((f.metadata() or {})[_META_KEY])
+            except _read_errors() as e:
+                raise FeaturesFileError(path, f"not a readable features shard ({type(e).__name__}: {e})") from None
+            self._files.append(f)
+            metas.append(meta)
         for path, meta in zip(self.paths[1:], metas[1:]):
-            if meta["layers"] != metas[0]["layers"]:
-                raise ValueError(f"{path} has a different layer map from {self.paths[0]}")
+            if meta.get("layers") != metas[0].get("layers"):
+                raise FeaturesFileError(path, f"a different layer map from {self.paths[0]}")
         self._values = [f.get_slice("values") for f in self._files]
         sizes = [int(v.get_shape()[0]) for v in self._values]
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)

@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
+from neurohook.errors import DataError
 from neurohook import ranking
 
 __all__ = [
@@ -236,7 +237,7 @@ def _sample_pairs(lo: np.ndarray, hi: np.ndarray, k: int | None, rng: np.random.
     if k is None:
         k = total
     if k > total:
-        raise ValueError(f"asked for {k} {what} trials but only {total} eligible pairs exist")
+        raise DataError(f"asked for {k} {what} trials but only {total} eligible pairs exist")
     flat = np.arange(total, dtype=np.int64) if k == total else np.sort(rng.choice(total, size=k, replace=False))
     cum = np.cumsum(counts)
     i = np.searchsorted(cum, flat, side="right")
@@ -539,9 +540,9 @@ def _split_sorted(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     tar = np.sort(s[y])
     non = np.sort(s[~y])
     if len(tar) == 0:
-        raise ValueError(f"no target trials among {len(s)} (EER and minDCF need both kinds)")
+        raise DataError(f"no target trials among {len(s)} (EER and minDCF need both kinds)")
     if len(non) == 0:
-        raise ValueError(f"no non-target trials among {len(s)} (EER and minDCF need both kinds)")
+        raise DataError(f"no non-target trials among {len(s)} (EER and minDCF need both kinds)")
     return tar, non
 
 
@@ -932,7 +933,7 @@ def neuron_eer(
     if len(probe_speakers) != probe_values.shape[0]:
         raise ValueError(f"probe_values has {probe_values.shape[0]} rows but there are {len(probe_speakers)} probe_speakers")
     if len(set(probe_speakers)) < 2:
-        raise ValueError("the proxy speaker-identification probe needs at least 2 speakers")
+        raise DataError("the proxy speaker-identification probe needs at least 2 speakers")
     if not np.isfinite(probe_values).all():
         raise ValueError("probe_values contain NaN or inf")
     if runs < 1:

@@ -157,10 +157,12 @@ def test_bad_inputs_raise_clear_errors():
         analyze(feats, np.zeros(60, int), seeds=(0,))
     with pytest.raises(ValueError, match=r"labels has shape \(59,\) but the features hold 60"):
         analyze(feats, y[:59], seeds=(0,))
-    with pytest.raises(ValueError, match=r"class\(es\) \[9\] absent from the test split"):
+    with pytest.raises(ValueError, match=r"class\(es\) \[9\] have only one utterance"):
         analyze(feats, np.where(np.arange(60) == 0, 9, y), seeds=(0,))
+    with pytest.raises(ValueError, match=r"class\(es\) \[1, 2\] have only one utterance \(2 of 2 classes\)"):
+        train_test_split(y[:2], 0.1)  # singletons: named as such, not as an empty test part
     with pytest.raises(ValueError, match="empty test part"):
-        train_test_split(y[:2], 0.1)
+        train_test_split(np.array([1, 1, 2, 2]), 0.1)
     bad = Features(np.where(np.arange(120)[None, :] == 5, np.nan, feats.values), feats.ids, feats.layers)
     with pytest.raises(ValueError, match="NaN or Inf"):
         analyze(bad, y, seeds=(0,))

@@ -18,6 +18,7 @@ pytest.importorskip("espeakng_loader")
 from neurohook.corpus import CHANNELS, ENGLISH_ACCENTS, LANGUAGES, build_corpus, plan_corpus  # noqa: E402
 from neurohook.corpus.espeak import Synthesizer, data_path  # noqa: E402
 from neurohook.data import read_manifest  # noqa: E402
+from neurohook.errors import FolderConflictError  # noqa: E402
 
 REQUIRED = ("utt_id", "path", "speaker", "gender", "language", "accent", "channel", "split")
 
@@ -118,7 +119,7 @@ def test_other_seed_differs_and_mismatched_folder_refused(built: tuple[Path, Pat
     a = plan_corpus("tiny", 0)
     b = plan_corpus("tiny", 1)
     assert [s.speaker.voice for s in a] != [s.speaker.voice for s in b] or [s.seed for s in a] != [s.seed for s in b]
-    with pytest.raises(RuntimeError, match="different corpus"):
+    with pytest.raises(FolderConflictError, match=r"another corpus \(seed 0 \(asked: 1\)\)"):
         build_corpus(built[0].parent, size="tiny", seed=1, workers=1, progress=False)
 
 

@@ -27,6 +27,7 @@ import torch
 import torchaudio.functional as AF
 from tqdm.auto import tqdm
 
+from neurohook.errors import ConfigError, FolderConflictError
 from neurohook.atomic import atomic_write_bytes
 from neurohook.corpus.channels import apply_channel
 from neurohook.corpus.espeak import ESPEAK_RATE, Synthesizer
@@ -150,11 +151,13 @@ def _check_build_info(out: Path, size: str, seed: int) -> None:
     info = {"corpus_version": CORPUS_VERSION, "size": size, "seed": seed, "sample_rate": SAMPLE_RATE}
     path = out / "build.json"
     if path.is_file():
-        old = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            old = {"build.json": "unreadable"}
         if old != info:
-            raise RuntimeError(
-                f"{out} holds a different corpus ({old}); asked for {info}: choose another --out or remove it"
-            )
+            differ = ", ".join(f"{k} {old.get(k)!r} (asked: {v!r})" for k, v in info.items() if old.get(k) != v)
+            raise FolderConflictError(f"{out}/: holds another corpus ({differ or old}); choose another --out or remove it")
         return
     atomic_write_bytes(path, json.dumps(info, indent=1).encode("utf-8"))
 
@@ -181,7 +184,7 @@ def build_corpus(
     (processes) defaults to the CPU count. The result is the same for any ``workers``.
     """
     if size not in SIZES:
-        raise ValueError(f"unknown corpus size {size!r}; choose from {list(SIZES)}")
+        raise ConfigError(f"unknown corpus size {size!r}; choose from {list(SIZES)}")
     out = Path(out_dir) if out_dir is not None else default_corpus_dir(size, seed)
     out.mkdir(parents=True, exist_ok=True)
     _check_build_info(out, size, seed)

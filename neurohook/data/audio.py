@@ -20,6 +20,7 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
+from neurohook.errors import FileInputError
 from neurohook.data.manifest import Record
 
 __all__ = [
@@ -41,16 +42,8 @@ _SHOULD_BE = re.compile(r"^\s*(data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re
 _STREAMING_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF, 0xFFFFFFFF - 8}
 
 
-class AudioError(RuntimeError):
+class AudioError(FileInputError, RuntimeError):
     """An audio file could not be read correctly (missing, corrupt, truncated, bad segment)."""
-
-    def __init__(self, path: PathLike, reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
-
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        return (type(self), (self.path, self.reason))  # picklable across DataLoader workers
 
 
 def _check_not_truncated(path: PathLike, info: sf._SoundFileInfo) -> None:

@@ -44,6 +44,8 @@ def _mask(feats: Tensor, frame_lengths: Tensor) -> Tensor:
 class Waveform(nn.Module):
     """The samples themselves: (B, T) -> (B, T, 1), lengths unchanged."""
 
+    min_samples = 1
+
     def forward(self, waves: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Add a feature axis."""
         return _mask(waves[..., None], lengths), lengths.clone()
@@ -53,7 +55,13 @@ class _Spectral(nn.Module):
     """Shared framing for centred-STFT front-ends (``center=True``: N = T // hop + 1)."""
 
     hop: int
+    n_fft: int
     transform: nn.Module
+
+    @property
+    def min_samples(self) -> int:
+        """Fewest samples a centred STFT takes: its reflect padding (n_fft // 2) must be shorter than the input."""
+        return self.n_fft // 2 + 1
 
     def frame_lengths(self, lengths: Tensor) -> Tensor:
         """Frames per utterance (B,) for valid sample lengths (B,)."""
@@ -94,10 +102,11 @@ class LogMel(_Spectral):
         super().__init__()
         win = _ms(sample_rate, win_ms)
         self.hop = _ms(sample_rate, hop_ms)
+        self.n_fft = n_fft or win
         self.eps = eps
         self.transform = torchaudio.transforms.MelSpectrogram(
             sample_rate=sample_rate,
-            n_fft=n_fft or win,
+            n_fft=self.n_fft,
             win_length=win,
             hop_length=self.hop,
             n_mels=n_mels,
@@ -125,11 +134,12 @@ class MFCC(_Spectral):
         super().__init__()
         win = _ms(sample_rate, win_ms)
         self.hop = _ms(sample_rate, hop_ms)
+        self.n_fft = n_fft or win
         self.transform = torchaudio.transforms.MFCC(
             sample_rate=sample_rate,
             n_mfcc=n_mfcc,
             log_mels=log_mels,
-            melkwargs={"n_fft": n_fft or win, "win_length": win, "hop_length": self.hop, "n_mels": n_mels},
+            melkwargs={"n_fft": self.n_fft, "win_length": win, "hop_length": self.hop, "n_mels": n_mels},
         )
 
     def features(self, waves: Tensor) -> Tensor:
@@ -148,6 +158,11 @@ class _Kaldi(nn.Module):
         self.kwargs = {"frame_length": win_ms, "frame_shift": hop_ms, "sample_frequency": float(sample_rate), **kwargs}
         if not self.kwargs.setdefault("snip_edges", True):
             raise ValueError("only snip_edges=True is supported (frame count 1 + (T - win) // hop)")
+
+    @property
+    def min_samples(self) -> int:
+        """Fewest samples that give one frame: the window length."""
+        return self.win
 
     def one(self, wave: Tensor) -> Tensor:
         """(T,) -> (N, F) for one utterance."""

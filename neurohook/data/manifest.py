@@ -19,6 +19,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
+from neurohook.errors import UserInputError
 from neurohook.atomic import atomic_write_text
 
 __all__ = [
@@ -98,7 +99,7 @@ class Problem:
         return f"{self.kind}{where}: {self.count} row(s){more}{detail}"
 
 
-class ManifestError(ValueError):
+class ManifestError(UserInputError, ValueError):
     """A manifest failed validation; ``problems`` lists every problem found (not only the first)."""
 
     def __init__(self, source: str, problems: Sequence[Problem]) -> None:
@@ -154,7 +155,14 @@ def _parse_time(value: Any) -> float | None:
 
 def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]], list[Problem]]:
     """Columns and (line number, row) pairs of a CSV or JSON-lines file, plus parse problems."""
-    text = path.read_text(encoding="utf-8-sig")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ManifestError(str(path), [Problem("not UTF-8 text", None, 1, (line,), (
+            f"column {column}: byte {data[e.start:e.start + 1]!r}",), "save the manifest as UTF-8")]) from None
     problems = _Collector()
     rows: list[tuple[int, dict[str, Any]]] = []
     if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):

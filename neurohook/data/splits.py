@@ -7,6 +7,7 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
+from neurohook.errors import DataError
 from neurohook.data.manifest import Manifest
 
 __all__ = ["Split", "SplitError", "balance", "speaker_disjoint_split"]
@@ -14,7 +15,7 @@ __all__ = ["Split", "SplitError", "balance", "speaker_disjoint_split"]
 _LOG = logging.getLogger(__name__)
 
 
-class SplitError(ValueError):
+class SplitError(DataError):
     """A split with the requested properties cannot be made from this manifest."""
 
 

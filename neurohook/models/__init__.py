@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from neurohook.atomic import atomic_open
+from neurohook.errors import CheckpointError
 from neurohook.models.base import ProbeLayers, SpeechModel
 
 __all__ = [
@@ -217,11 +218,27 @@ def _from_config(config: dict[str, Any]) -> SpeechModel:
 
 
 def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> SpeechModel:
-    """A model from a :func:`save` checkpoint (in eval mode); ``model.metrics`` holds its saved metrics."""
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    """A model from a :func:`save` checkpoint (in eval mode); ``model.metrics`` holds its saved metrics.
+
+    The file is read with ``torch.load(weights_only=True)``: nothing in it is executed. A missing,
+    truncated, tampered or foreign file raises :class:`~neurohook.errors.CheckpointError` naming it.
+    """
+    if not Path(path).is_file():
+        raise CheckpointError(path, "no such file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for damaged files
+        # torch's own message advises weights_only=False (running the file's code): never pass that on.
+        raise CheckpointError(path, f"not a readable model checkpoint ({type(e).__name__}; truncated, damaged, "
+                                    "or holding objects other than tensors)") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a neurohook model checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else None!r})")
-    model = _from_config(ckpt["config"])
-    model.load_state_dict(ckpt["state_dict"])
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(path, f"not a neurohook model checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})")
+    try:
+        model = _from_config(dict(ckpt["config"]))
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(path, f"damaged checkpoint ({type(e).__name__}: {first[:200]})") from None
     model.metrics = ckpt.get("metrics", {})  # type: ignore[assignment]
     return model.eval()

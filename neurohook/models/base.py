@@ -10,6 +10,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from neurohook.errors import TooShortError
+from neurohook.pooling import as_lengths
+
 __all__ = ["ProbeLayers", "SpeechModel", "UtteranceCMVN", "frame_mask", "full_lengths", "masked_stats"]
 
 _LOG = logging.getLogger(__name__)
@@ -46,7 +49,7 @@ def full_lengths(waves: Tensor, lengths: Tensor | None) -> Tensor:
         raise ValueError(f"expected waveforms (B, samples), got shape {tuple(waves.shape)}")
     if lengths is None:
         return torch.full((waves.shape[0],), waves.shape[1], dtype=torch.int64, device=waves.device)
-    lengths = torch.as_tensor(lengths, device=waves.device).to(torch.int64).reshape(-1)
+    lengths = as_lengths(lengths).to(waves.device)
     if lengths.numel() != waves.shape[0]:
         raise ValueError(f"{lengths.numel()} lengths for a batch of {waves.shape[0]} waveforms")
     if bool((lengths > waves.shape[1]).any()) or bool((lengths < 1).any()):
@@ -99,6 +102,8 @@ class SpeechModel(nn.Module):
 
     name: str = "model"
     sample_rate: int = 16000
+    #: Whether an utterance's outputs are the same alone and zero-padded in a batch (see extract).
+    padding_invariant: bool = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -115,6 +120,29 @@ class SpeechModel(nn.Module):
     def probe_spec(self) -> ProbeLayers:
         """The layers the paper probes, with pooling and exact per-layer lengths."""
         raise NotImplementedError
+
+    @property
+    def min_samples(self) -> int:
+        """Fewest valid samples an utterance needs: the front-end's minimum (1 without one).
+
+        Models whose layers shorten time (strided or unpadded convolutions) raise it so that every
+        probed layer has at least one valid frame.
+        """
+        return int(getattr(getattr(self, "frontend", None), "min_samples", 1))
+
+    def valid_lengths(self, waves: Tensor, lengths: Tensor | None) -> Tensor:
+        """:func:`full_lengths`, and TooShortError when an utterance is shorter than :attr:`min_samples`.
+
+        Checked per utterance, so a short clip is rejected alone and in any batch alike.
+        """
+        lens = full_lengths(waves, lengths)
+        need = self.min_samples
+        short = torch.nonzero(lens < need).flatten().tolist()
+        if short:
+            raise TooShortError(
+                f"{self.name}: utterance(s) at batch position(s) {short[:5]} have {lens[short[:5]].tolist()} samples; "
+                f"{self.name} needs at least {need} ({need / self.sample_rate:.4f} s at {self.sample_rate} Hz)")
+        return lens
 
     def lengths_fn(self, layer: str) -> Callable[[Tensor], Tensor]:
         """A Recorder ``lengths`` override for one layer (input samples (B,) -> frames (B,))."""

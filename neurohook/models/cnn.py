@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from neurohook.data.frontends import MFCC
-from neurohook.models.base import ProbeLayers, SpeechModel, UtteranceCMVN, full_lengths, masked_stats
+from neurohook.models.base import ProbeLayers, SpeechModel, UtteranceCMVN, masked_stats
 
 __all__ = ["CNN_SIZES", "ConvBlock", "SpeechCNN"]
 
@@ -98,6 +98,19 @@ class SpeechCNN(SpeechModel):
         """MFCC frames (B,) for valid samples (B,): samples // 160 + 1."""
         return self.frontend.frame_lengths(lengths)
 
+    @property
+    def min_samples(self) -> int:
+        """Fewest samples for one valid conv4 frame: 11 MFCC frames at paper kernels (1600 samples, 0.1 s)."""
+        frames = 1
+        while int(self._conv_frames(torch.tensor([frames]))[0]) < 1:
+            frames += 1
+        return max(self.frontend.min_samples, (frames - 1) * self.frontend.hop)
+
+    def _conv_frames(self, frames: Tensor) -> Tensor:
+        for block in self.convs:
+            frames = block.out_lengths(frames)
+        return frames
+
     def layer_lengths(self, layer: str, lengths: Tensor) -> Tensor:
         """Valid frames (B,) of ``conv1``..``conv4`` (ones for the utterance-level fc layers)."""
         n = self.frame_lengths(lengths)
@@ -119,16 +132,9 @@ class SpeechCNN(SpeechModel):
 
     def utterance_embedding(self, waves: Tensor, lengths: Tensor | None = None) -> dict[str, Tensor]:
         """Pooled conv4 statistics, fc1 and fc2 outputs: {"stats": (B, 2C), "fc1": (B, U1), "fc2": (B, U2)}."""
-        lens = full_lengths(waves, lengths)
+        lens = self.valid_lengths(waves, lengths)  # every utterance long enough for one conv4 frame
         feats, fl = self.frontend(waves, lens)  # (B, N, n_mfcc)
-        if int(fl.max()) < sum(KERNELS) - 3:
-            _LOG.debug("%s: utterances of %s frames are shorter than the receptive field", self.name, fl.tolist())
         x = self.norm(feats, fl).transpose(1, 2)  # (B, n_mfcc, N)
-        if x.shape[-1] < KERNELS[0] + KERNELS[1] - 1:
-            raise ValueError(
-                f"{self.name}: input of {waves.shape[1]} samples gives {x.shape[-1]} MFCC frames; "
-                f"the convolutions need >= {KERNELS[0] + KERNELS[1] - 1} (about 0.11 s)"
-            )
         n = fl
         for block in self.convs:
             x = block(x)

@@ -27,8 +27,9 @@ import torchaudio
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from neurohook.errors import UserInputError
 from neurohook.hooks import split_rnn
-from neurohook.models.base import ProbeLayers, SpeechModel, full_lengths
+from neurohook.models.base import ProbeLayers, SpeechModel
 
 __all__ = ["INSTALL_HINT", "ResemblyzerEncoder", "ResemblyzerMel", "WeightsNotFoundError", "build_resemblyzer", "weights_path"]
 
@@ -37,7 +38,7 @@ _LOG = logging.getLogger(__name__)
 INSTALL_HINT = "pip install --no-deps resemblyzer"
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(UserInputError, FileNotFoundError):
     """The Resemblyzer wheel (which holds the pretrained weights) is not installed."""
 
 
@@ -63,6 +64,8 @@ class ResemblyzerMel(nn.Module):
     """Resemblyzer front-end: (B, T), lengths (B,) -> mel power frames (B, N, 40), frame lengths (B,)."""
 
     hop = 160
+    #: Fewest samples the centred STFT takes (reflect padding of n_fft // 2 = 200).
+    min_samples = 201
 
     def __init__(self, target_dbfs: float = -30.0) -> None:
         super().__init__()
@@ -154,7 +157,7 @@ class ResemblyzerEncoder(SpeechModel):
 
     def forward(self, waves: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Waveforms (B, samples), lengths (B,) -> L2-normalised embeddings (B, 256)."""
-        lens = full_lengths(waves, lengths)
+        lens = self.valid_lengths(waves, lengths)
         mels, fl = self.frontend(waves, lens)
         if bool((fl == mels.shape[1]).all()):
             _, (h, _) = self.lstm(mels)

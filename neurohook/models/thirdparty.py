@@ -23,7 +23,7 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
-from neurohook.models.base import ProbeLayers, SpeechModel, full_lengths
+from neurohook.models.base import ProbeLayers, SpeechModel
 
 __all__ = ["BUNDLES", "TORCHAUDIO_MODELS", "DiscoveredLayers", "TorchaudioSSL", "conv_lengths", "discover", "build_torchaudio"]
 
@@ -120,10 +120,21 @@ class TorchaudioSSL(SpeechModel):
         self.config = {"name": name}
         self.model = model
         self.discovered = discover(self)
+        # Group norm over time in the first conv block (the *_base models) and models run without
+        # lengths see the zero padding (pytorch/audio#2242): their outputs depend on the batch.
+        self.padding_invariant = name not in NO_LENGTHS and not any(isinstance(m, nn.GroupNorm) for m in model.modules())
 
     def frame_lengths(self, lengths: Tensor) -> Tensor:
         """Frames (B,) after the CNN feature extractor (about one per 20 ms)."""
         return conv_lengths(lengths, self.discovered.kernels, self.discovered.strides)
+
+    @property
+    def min_samples(self) -> int:
+        """Fewest samples that give one frame after the CNN feature extractor (400 for wav2vec2)."""
+        n = 1
+        for k, s in zip(reversed(self.discovered.kernels), reversed(self.discovered.strides)):
+            n = (n - 1) * s + k
+        return n
 
     def layer_lengths(self, layer: str, lengths: Tensor) -> Tensor:
         """Valid frames (B,) of a conv block or transformer layer."""
@@ -135,7 +146,8 @@ class TorchaudioSSL(SpeechModel):
 
     def forward(self, waves: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Waveforms (B, samples), lengths (B,) -> last transformer layer (B, frames, D)."""
-        lens = None if lengths is None else full_lengths(waves, lengths)
+        lens = self.valid_lengths(waves, lengths)
+        lens = None if lengths is None else lens
         if self.name in NO_LENGTHS and lens is not None:
             _LOG.debug("%s: running without lengths (torchaudio fails with them; pytorch/audio#3700)", self.name)
             lens = None

@@ -16,7 +16,7 @@ import torchaudio
 from torch import Tensor, nn
 
 from neurohook.data.frontends import LogMel
-from neurohook.models.base import ProbeLayers, SpeechModel, UtteranceCMVN, frame_mask, full_lengths
+from neurohook.models.base import ProbeLayers, SpeechModel, UtteranceCMVN, frame_mask
 
 __all__ = ["ST_SIZES", "MockingjayTransformer", "SinusoidalPositions", "build_transformer"]
 
@@ -124,7 +124,7 @@ class MockingjayTransformer(SpeechModel):
     # ------------------------------------------------------------------------------ forward
     def features(self, waves: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Normalised mel frames (B, N, n_mels), frame lengths (B,), valid samples (B,)."""
-        lens = full_lengths(waves, lengths)
+        lens = self.valid_lengths(waves, lengths)
         feats, fl = self.frontend(waves, lens)
         return self.norm(feats, fl), fl, lens
 

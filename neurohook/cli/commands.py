@@ -1,0 +1,172 @@
+"""The handlers of the command line's verbs: each takes the resolved options and returns the exit status."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from neurohook.cli.options import UserError, existing, require
+from neurohook.errors import check_writable_dir, check_writable_file
+
+__all__ = ["HANDLERS", "load_features", "load_model", "recorder_options"]
+
+logger = logging.getLogger("neurohook")
+
+
+def cmd_corpus_build(args: argparse.Namespace) -> int:
+    from neurohook.corpus import build_corpus
+
+    if args.out:
+        check_writable_dir(args.out, "--out")
+    print(build_corpus(args.out, size=args.size, seed=args.seed, workers=args.workers))
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from neurohook import models
+
+    for name in (*models.BUILTIN, *models.THIRD_PARTY):
+        print(name)
+    return 0
+
+
+def cmd_models_train(args: argparse.Namespace) -> int:
+    require(args, "model", "out")
+    from neurohook.models import train
+
+    if args.model not in train.PRESETS:
+        raise UserError(f"--model {args.model}: no training recipe; recipes: {', '.join(train.PRESETS)}")
+    check_writable_file(args.out, "--out")
+    manifest = str(existing(args.manifest, "manifest")) if args.manifest else None
+    overrides = {"size": args.size, "seed": args.seed, **({"epochs": args.epochs} if args.epochs else {})}
+    result = train.train(args.model, manifest=manifest, out=args.out, **overrides)
+    logger.info("trained %s in %.0f s: %s", args.model, result.seconds, result.metrics)
+    print(result.checkpoint)
+    return 0
+
+
+def load_model(spec: str, size: str) -> Any:
+    """A model from a name (built-in or third-party) or a checkpoint file."""
+    from neurohook import models
+
+    if spec.endswith(".pt") or Path(spec).is_file():
+        return models.load(spec)
+    names = (*models.BUILTIN, *models.THIRD_PARTY)
+    if spec not in names:
+        raise UserError(f"--model: unknown model {spec!r}: give a checkpoint file or one of {', '.join(names)}")
+    # Random weights from a fixed seed: every torchrun rank, and a resumed run, builds the same model.
+    return models.build(spec, size=size, seed=0)
+
+
+def recorder_options(model: Any, layers: Sequence[str] | None, pooling: str | None) -> tuple[Any, str, dict]:
+    """(layers, default pooling, overrides) for extraction: the model's probe layers, or ``layers``.
+
+    Named layers of a built-in model keep its exact lengths (and layout): a probe layer's own, or
+    the lengths of the probe layer that contains a named sub-module (``conv1.conv`` -> ``conv1``).
+    ``pooling`` (when the user gave it) applies to every frame-level layer.
+    """
+    from neurohook import models
+    from neurohook.hooks import find_layers
+
+    try:
+        spec = models.probe_layers(model)
+    except TypeError:
+        spec = None
+    if layers is None:
+        if spec is None:
+            raise UserError(f"--layers: {type(model).__name__} has no built-in probe layers; name them with --layers")
+        names, overrides = list(spec.layers), {k: dict(v) for k, v in spec.overrides.items()}
+    else:
+        names, overrides = [n for n, _ in find_layers(model, layers)], {}
+        for name in names if spec is not None else []:
+            owner = next((p for p in spec.layers if name == p or name.startswith(p + ".")), None)
+            if owner is not None and owner in spec.overrides:
+                own = spec.overrides[owner]
+                overrides[name] = dict(own) if owner == name else {k: v for k, v in own.items() if k == "lengths"}
+    if pooling is not None:
+        for opts in overrides.values():
+            opts.pop("pooling", None)
+    return names, pooling or (spec.pooling if spec is not None else "mean"), overrides
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    require(args, "model", "manifest", "out")
+    from neurohook.data.manifest import read_manifest
+    from neurohook.extract import extract
+
+    check_writable_dir(args.out, "--out")
+    model = load_model(args.model, args.size)
+    manifest = read_manifest(existing(args.manifest, "manifest"))
+    layers, pooling, overrides = recorder_options(model, args.layers, args.pooling if "pooling" in args.given else None)
+    path = extract(model, manifest, args.out, layers, pooling=pooling, overrides=overrides,
+                   batch_size=args.batch_size, shard_size=args.shard_size, device=args.device, on_error=args.on_error,
+                   progress=not args.verbose, merge=args.merge, overwrite=args.overwrite)
+    if path is not None:
+        print(path)
+    return 0
+
+
+def load_features(path: str, flag: str) -> Any:
+    """Features from a file, an extract folder (features.npz) or a folder of shards (--no-merge)."""
+    from neurohook.extract import FEATURES_FILE
+    from neurohook.features import Features
+    from neurohook.shards import SHARD_PATTERN, ShardedFeatures
+
+    p = existing(path, "features")
+    if p.is_file():
+        return Features.load(p)
+    if (p / FEATURES_FILE).is_file():
+        return Features.load(p / FEATURES_FILE)
+    if list((p / "shards").glob(SHARD_PATTERN)) or list(p.glob(SHARD_PATTERN)):
+        return ShardedFeatures.open(p).load()
+    raise UserError(f"{flag} {path}: a folder without {FEATURES_FILE} or shards ({SHARD_PATTERN})")
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    require(args, "features", "manifest", "tasks")
+    from neurohook.data.manifest import read_manifest
+    from neurohook.study import analyze_model, read_results_file, verify_model, write_results
+
+    check_writable_file(args.out, "--out")  # before hours of work, not after
+    if Path(args.out).exists():
+        read_results_file(args.out)  # an existing --out must be a results file this model is added to
+    feats = load_features(args.features, "--features")
+    manifest = read_manifest(existing(args.manifest, "manifest"), check_files=False)
+    rinit = load_features(args.rinit_features, "--rinit-features") if args.rinit_features else None
+    name = args.model_name or Path(args.features).resolve().with_suffix("").name
+    speakers = args.speaker_column or None
+    entry = analyze_model(feats, manifest, args.tasks, speaker_column=speakers, sv=False,
+                          rinit_features=rinit, seeds=tuple(range(args.seeds)), test_size=args.test_size,
+                          epochs=args.epochs, lr=args.lr, l1=args.l1, l2=args.l2)
+    path = write_results({name: entry}, args.out)  # what is finished is written before the optional step
+    if args.sv:
+        if speakers is None:
+            raise UserError("--sv needs --speaker-column (the analysis is saved in " + str(path) + ")")
+        entry["verification"]["SV"] = verify_model(feats, manifest, speakers)
+        write_results({name: entry}, args.out)
+    print(path)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from neurohook.report import write_report
+
+    check_writable_dir(args.out, "--out")
+    print(write_report(existing(args.results, "results file"), args.out))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from neurohook.demo import run_demo
+
+    check_writable_dir(args.out, "--out")
+    print(run_demo(args.out, size=args.size, seeds=args.seeds))
+    return 0
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "extract": cmd_extract, "analyze": cmd_analyze, "report": cmd_report, "demo": cmd_demo,
+    "corpus-build": cmd_corpus_build, "models-train": cmd_models_train, "models-list": cmd_models_list,
+}

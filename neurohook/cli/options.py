@@ -1,0 +1,289 @@
+"""Options of every command: value types, the flag tables, the TOML config file, the parser.
+
+A flag's type function also checks the same key in a config file, so ``--seeds 0`` and
+``seeds = 0`` get the same one-line error naming the flag or the file and key.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Callable, Mapping, NoReturn
+
+from neurohook.errors import ConfigError
+
+__all__ = ["COMMANDS", "UserError", "build_parser", "existing", "load_config", "require", "resolve"]
+
+
+class UserError(ConfigError):
+    """A mistake in the command line, the config file or the inputs it names."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Value types: each checks one flag's (or config key's) value and says what it expects.
+
+
+def _integer(value: Any) -> int:
+    """An integer from a flag's text or a TOML integer (TOML floats and booleans are refused)."""
+    if isinstance(value, (bool, float)):
+        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}")
+    try:
+        return int(str(value).strip()) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+
+
+def _number(value: Any) -> float:
+    """A finite number from a flag's text or a TOML number."""
+    if isinstance(value, bool):
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if x != x or x in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
+    return x
+
+
+def _bounded(convert: Callable[[Any], Any], ok: Callable[[Any], bool], expected: str, name: str) -> Callable[[Any], Any]:
+    """A value type: ``convert``, then ``ok`` or an error saying what was ``expected``."""
+
+    def check(value: Any) -> Any:
+        x = convert(value)
+        if not ok(x):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}")
+        return x
+
+    check.__name__ = check.__qualname__ = name
+    check.__doc__ = f"{expected[0].upper()}{expected[1:]}."
+    return check
+
+
+positive_int = _bounded(_integer, lambda n: n >= 1, "a positive integer", "positive_int")
+fraction = _bounded(_number, lambda x: 0 < x < 1, "a number between 0 and 1 (exclusive)", "fraction")
+positive_float = _bounded(_number, lambda x: x > 0, "a positive number", "positive_float")
+non_negative_float = _bounded(_number, lambda x: x >= 0, "a number >= 0", "non_negative_float")
+
+
+def text(value: Any) -> str:
+    """A string (TOML numbers and lists are refused rather than turned into text)."""
+    if not isinstance(value, str):
+        raise argparse.ArgumentTypeError(f"expected a string, got {value!r}")
+    return value
+
+
+def torch_device(value: Any) -> str:
+    """A torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
+    import torch
+
+    try:
+        dev = torch.device(text(value))
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"not a torch device: {value!r} (e.g. cpu, cuda, cuda:0)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{value!r}: CUDA is not available on this machine (torch "
+                                         f"{torch.__version__}); use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{value!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{value!r}: MPS is not available on this machine; use --device cpu")
+    return str(dev)
+
+
+# ------------------------------------------------------------------------------------------------
+# Options: (flag, default, help, kwargs). Defaults live here so that a config file can fill gaps.
+
+Option = tuple[str, Any, str, dict]
+POOLINGS = ["mean", "std", "stats", "max", "min"]
+
+EXTRACT: list[Option] = [
+    ("--model", None, "a model name (see `neurohook models list`: the paper's architectures, resemblyzer, "
+                      "torchaudio's wav2vec2_base, hubert_base, ... with random weights) or a checkpoint .pt file",
+     {"type": text}),
+    ("--size", "small", "size of a built-in model", {"choices": ["small", "paper"]}),
+    ("--manifest", None, "CSV or JSON-lines manifest with utt_id and path columns", {"type": text}),
+    ("--out", None, "output folder (shards, features.npz, extract.json)", {"type": text}),
+    ("--layers", None, "layer names or glob patterns (* = one dotted component, ** = any depth); "
+                       "default: the model's probe layers", {"nargs": "+", "type": text}),
+    ("--pooling", "mean", "pooling of every frame-level layer (given without --layers, it replaces the "
+                          "model's own choice, e.g. stats pooling of the CNNs' conv layers)", {"choices": POOLINGS}),
+    ("--batch-size", 8, "utterances per forward call", {"type": positive_int}),
+    ("--shard-size", 256, "utterances per shard (the unit of resuming and of distribution)", {"type": positive_int}),
+    ("--device", "cpu", "torch device to run the model on, e.g. cpu or cuda", {"type": torch_device}),
+    ("--on-error", "skip", "an unreadable or too short audio file is skipped (listed in extract.json) or stops "
+                           "the run", {"choices": ["skip", "raise"]}),
+    ("--merge", True, "merge the shards into one features.npz (--no-merge: keep only the shards, read "
+                      "memory-mapped by neurohook.shards.ShardedFeatures, for features larger than memory)",
+     {"action": argparse.BooleanOptionalAction}),
+    ("--overwrite", False, "recompute everything in --out, even shards another configuration wrote",
+     {"action": "store_true"}),
+]
+ANALYZE: list[Option] = [
+    ("--features", None, "features file (features.npz), or the extract output folder (merged or --no-merge)",
+     {"type": text}),
+    ("--manifest", None, "manifest holding the label columns", {"type": text}),
+    ("--tasks", None, "label columns to probe, e.g. gender language accent channel", {"nargs": "+", "type": text}),
+    ("--speaker-column", "speaker", "column naming the speaker: splits are speaker-disjoint and SV "
+                                    "trials are drawn from it (empty string: none)", {"type": text}),
+    ("--sv", False, "also run speaker verification (layer-wise EER) on trials drawn from the speakers",
+     {"action": "store_true"}),
+    ("--rinit-features", None, "features of the same model with re-initialised weights (R.INIT baseline)",
+     {"type": text}),
+    ("--seeds", 5, "repeats over seeds (means and standard deviations)", {"type": positive_int}),
+    ("--test-size", 0.4, "fraction of utterances (or speakers) in the test part", {"type": fraction}),
+    ("--epochs", 20, "probe training epochs", {"type": positive_int}),
+    ("--lr", 1e-3, "probe learning rate (Adam)", {"type": positive_float}),
+    ("--l1", 1e-5, "L1 penalty of the elastic net", {"type": non_negative_float}),
+    ("--l2", 1e-5, "L2 penalty of the elastic net", {"type": non_negative_float}),
+    ("--out", "results.json", "results file (JSON; an existing results file gets this model added)", {"type": text}),
+    ("--model-name", None, "name of the model in the results (default: the features folder's name)", {"type": text}),
+]
+REPORT: list[Option] = [
+    ("--results", "results.json", "results file written by `neurohook analyze` or `neurohook demo`", {"type": text}),
+    ("--out", "report", "output folder for report.md, report.html and the figures", {"type": text}),
+]
+DEMO: list[Option] = [
+    ("--out", "neurohook-demo", "output folder (corpus cache aside)", {"type": text}),
+    ("--size", "default", "tiny (a smoke test), default (about 15 minutes on 2 cores) or full (the training "
+                          "presets in full, 5 seeds)", {"choices": ["tiny", "default", "full"]}),
+    ("--seeds", None, "repeats over seeds (default: 1 for tiny, 3 for default, 5 for full)", {"type": positive_int}),
+]
+CORPUS: list[Option] = [
+    ("--out", None, "output folder (default: the user cache, $XDG_CACHE_HOME/neurohook/corpus)", {"type": text}),
+    ("--size", "small", "corpus size", {"choices": ["tiny", "small", "medium", "large"]}),
+    ("--seed", 0, "seed of speakers, texts and channels", {"type": _integer}),
+    ("--workers", None, "synthesis processes (default: all cores)", {"type": positive_int}),
+]
+TRAIN: list[Option] = [
+    ("--model", None, "built-in model to train: adi-cnn, sre-cnn, st-base or st-large", {"type": text}),
+    ("--size", "small", "small (CPU preset) or paper", {"choices": ["small", "paper"]}),
+    ("--manifest", None, "training manifest (default: the built-in small corpus)", {"type": text}),
+    ("--out", None, "checkpoint file (.pt)", {"type": text}),
+    ("--epochs", None, "training epochs (default: the preset's)", {"type": positive_int}),
+    ("--seed", 0, "training seed", {"type": _integer}),
+]
+
+COMMANDS: dict[str, tuple[list[Option], str]] = {
+    "extract": (EXTRACT, "pool every chosen layer over a manifest (resumable; torchrun-aware)"),
+    "analyze": (ANALYZE, "probe layers and neurons for each task; write results.json"),
+    "report": (REPORT, "write the paper's tables and figures from results.json"),
+    "demo": (DEMO, "the whole study on the built-in corpus and models, from nothing"),
+    "corpus-build": (CORPUS, "synthesise the built-in multilingual corpus"),
+    "models-train": (TRAIN, "train a built-in model on the built-in corpus"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (exit 2), naming the flag."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; option defaults are None so that config files can fill them."""
+    parser = _Parser(prog="neurohook", description="Layer-wise and neuron-level probing of speech models.")
+    parser.add_argument("--config", help="TOML file of options (flags win)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    groups = {"corpus": sub.add_parser("corpus", help="the built-in corpus").add_subparsers(dest="verb", metavar="VERB"),
+              "models": sub.add_parser("models", help="built-in models").add_subparsers(dest="verb", metavar="VERB")}
+    for name, (options, help_text) in COMMANDS.items():
+        if "-" in name:
+            group, verb = name.split("-", 1)
+            p = groups[group].add_parser(verb, help=help_text, description=help_text)
+        else:
+            p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(command=name)
+        for flag, default, help_, kw in options:
+            shown = f" (default: {default})" if default not in (None, False) else ""
+            p.add_argument(flag, default=None, help=help_ + shown, **kw)
+    groups["models"].add_parser("list", help="list the built-in models").set_defaults(command="models-list")
+    return parser
+
+
+def _config_value(path: str, key: str, value: Any, kw: Mapping[str, Any]) -> Any:
+    """A config-file value checked (and converted) as its flag's would be; UserError naming file and key."""
+    where = f"config file {path}: key {key!r}"
+    action = kw.get("action")
+    if action in ("store_true", argparse.BooleanOptionalAction):
+        if not isinstance(value, bool):
+            raise UserError(f"{where}: expected true or false, got {value!r}")
+        return value
+    convert: Callable[[Any], Any] = kw.get("type", text)
+    values = value if kw.get("nargs") == "+" and isinstance(value, list) else [value]
+    if kw.get("nargs") == "+" and not values:
+        raise UserError(f"{where}: expected at least one value")
+    try:
+        out = [convert(v) for v in values]
+    except argparse.ArgumentTypeError as e:
+        raise UserError(f"{where}: {e}") from None
+    for v in out:
+        if "choices" in kw and v not in kw["choices"]:
+            raise UserError(f"{where}: {v!r} is not one of {', '.join(map(str, kw['choices']))}")
+    return out if kw.get("nargs") == "+" else out[0]
+
+
+def load_config(path: str | None, command: str) -> dict[str, Any]:
+    """Options for one command from a TOML file: top-level keys, then the command's own table."""
+    if not path:
+        return {}
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"config file {path}: {e}") from None
+    options = {flag[2:].replace("-", "_"): kw for flag, _, _, kw in COMMANDS.get(command, ([], ""))[0]}
+    tables = {name for name in COMMANDS} | {"corpus", "models"}
+    merged: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            if key.replace("_", "-") not in tables:
+                raise UserError(f"config file {path}: unknown table [{key}] (known: {', '.join(sorted(COMMANDS))})")
+            continue
+        merged[key] = value
+    merged.update(data.get(command, {}))
+    out = {}
+    for key, value in merged.items():
+        name = key.replace("-", "_")
+        if name not in options:
+            raise UserError(f"config file {path}: unknown key {key!r} for `{command}` (known: {', '.join(sorted(options))})")
+        out[name] = _config_value(path, key, value, options[name])
+    return out
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill options not given as flags from the config file, then from the built-in defaults.
+
+    ``args.given`` is the set of options the user set (by flag or config file).
+    """
+    config = load_config(args.config, args.command)
+    args.given = set()
+    for flag, default, _, _ in COMMANDS.get(args.command, ([], ""))[0]:
+        key = flag[2:].replace("-", "_")
+        if getattr(args, key, None) is not None or key in config:
+            args.given.add(key)
+        if getattr(args, key, None) is None:
+            setattr(args, key, config.get(key, default))
+    return args
+
+
+def require(args: argparse.Namespace, *names: str) -> None:
+    missing = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) in (None, "")]
+    if missing:
+        raise UserError(f"`{args.command.replace('-', ' ')}` needs {' and '.join(missing)}")
+
+
+def existing(path: str, what: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{what} not found: {path}")
+    return p
