@@ -30,6 +30,7 @@ from neurohook.corpus import build_corpus
 from neurohook.data.manifest import Manifest, read_manifest
 from neurohook.extract import extract
 from neurohook.features import Features
+from neurohook.paper import TASK_COLUMNS, TRAINED_FOR
 from neurohook.report import write_report
 from neurohook.study import analyze_model, write_results
 
@@ -59,10 +60,7 @@ SIZES: dict[str, DemoSize] = {
 }
 
 # task name in the report -> manifest column (DID is restricted to English utterances)
-TASKS = {"GC": "gender", "LID": "language", "DID": "accent", "CC": "channel"}
-# what each model was trained for (the report uses it to pick the speaker and dialect models)
-TRAINED_FOR = {"adi-cnn": "DID", "sre-cnn": "SV", "st-base": "reconstruction", "st-large": "reconstruction",
-               "resemblyzer": "SV"}
+TASKS = TASK_COLUMNS
 
 
 def _task_manifest(manifest: Manifest) -> Manifest:

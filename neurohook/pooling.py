@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = [
-    "as_lengths",
     "POOLINGS",
     "STATISTICS",
     "RunningPool",
@@ -45,25 +42,6 @@ STATISTICS: dict[str, tuple[str, ...]] = {
 
 #: Largest number of activation elements converted/masked at once (bounds transient memory).
 DEFAULT_CHUNK_ELEMENTS: int = 1 << 20
-
-
-def as_lengths(lengths: Any, what: str = "lengths") -> Tensor:
-    """Valid lengths (B,) as int64 on their device; ValueError for fractional or negative values.
-
-    Floats are accepted only when they hold whole numbers (``20.0``); ``20.7`` is an error, not 20.
-    """
-    t = lengths if isinstance(lengths, Tensor) else torch.as_tensor(np.asarray(lengths))
-    t = t.detach().reshape(-1)
-    if t.is_floating_point():
-        bad = t[t != torch.round(t)]
-        if bad.numel():
-            raise ValueError(f"{what} must be whole numbers of steps, got {bad[:3].tolist()}")
-    elif t.dtype == torch.bool:
-        raise ValueError(f"{what} must be integer counts, got a bool tensor (a mask? use padding_mask=)")
-    t = t.to(torch.int64)
-    if t.numel() and bool((t < 0).any()):
-        raise ValueError(f"{what} must be non-negative, got {t[t < 0][:3].tolist()}")
-    return t
 
 
 def check_pooling(pooling: str) -> str:

@@ -11,9 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from neurohook.errors import TooShortError
-from neurohook.pooling import as_lengths
+from neurohook.lengths import frame_mask, full_lengths
 
-__all__ = ["ProbeLayers", "SpeechModel", "UtteranceCMVN", "frame_mask", "full_lengths", "masked_stats"]
+__all__ = ["ProbeLayers", "SpeechModel", "UtteranceCMVN", "masked_stats"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -41,25 +41,6 @@ class ProbeLayers(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return 3
-
-
-def full_lengths(waves: Tensor, lengths: Tensor | None) -> Tensor:
-    """Valid samples (B,) int64: ``lengths`` checked against waves (B, T), or T for every item."""
-    if waves.dim() != 2:
-        raise ValueError(f"expected waveforms (B, samples), got shape {tuple(waves.shape)}")
-    if lengths is None:
-        return torch.full((waves.shape[0],), waves.shape[1], dtype=torch.int64, device=waves.device)
-    lengths = as_lengths(lengths).to(waves.device)
-    if lengths.numel() != waves.shape[0]:
-        raise ValueError(f"{lengths.numel()} lengths for a batch of {waves.shape[0]} waveforms")
-    if bool((lengths > waves.shape[1]).any()) or bool((lengths < 1).any()):
-        raise ValueError(f"lengths must be in [1, {waves.shape[1]}], got {lengths.tolist()}")
-    return lengths
-
-
-def frame_mask(lengths: Tensor, frames: int) -> Tensor:
-    """(B, frames) bool, True at valid frames."""
-    return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
 
 
 def masked_stats(x: Tensor, lengths: Tensor, eps: float = 1e-5) -> Tensor:

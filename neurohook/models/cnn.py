@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from neurohook.data.frontends import MFCC
+from neurohook.lengths import conv_out_lengths
 from neurohook.models.base import ProbeLayers, SpeechModel, UtteranceCMVN, masked_stats
 
 __all__ = ["CNN_SIZES", "ConvBlock", "SpeechCNN"]
@@ -45,8 +46,7 @@ class ConvBlock(nn.Module):
 
     def out_lengths(self, lengths: Tensor) -> Tensor:
         """Valid output frames for valid input frames (B,) (0 when shorter than the kernel)."""
-        k, s = self.conv.kernel_size[0], self.conv.stride[0]
-        return (torch.div(lengths - k, s, rounding_mode="floor") + 1).clamp(min=0)
+        return conv_out_lengths(lengths, self.conv.kernel_size[0], self.conv.stride[0])
 
 
 class SpeechCNN(SpeechModel):

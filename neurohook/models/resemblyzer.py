@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from neurohook.errors import UserInputError
-from neurohook.hooks import split_rnn
+from neurohook.models.rnn import split_rnn
 from neurohook.models.base import ProbeLayers, SpeechModel
 
 __all__ = ["INSTALL_HINT", "ResemblyzerEncoder", "ResemblyzerMel", "WeightsNotFoundError", "build_resemblyzer", "weights_path"]

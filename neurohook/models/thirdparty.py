@@ -23,6 +23,7 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
+from neurohook.lengths import conv_out_lengths
 from neurohook.models.base import ProbeLayers, SpeechModel
 
 __all__ = ["BUNDLES", "TORCHAUDIO_MODELS", "DiscoveredLayers", "TorchaudioSSL", "conv_lengths", "discover", "build_torchaudio"]
@@ -53,7 +54,7 @@ def conv_lengths(lengths: Tensor, kernels: list[int], strides: list[int]) -> Ten
     """Frames (B,) after conv blocks with these kernels/strides: ``max(0, (n - k) // s + 1)`` each."""
     n = torch.as_tensor(lengths, dtype=torch.int64)
     for k, s in zip(kernels, strides):
-        n = (torch.div(n - k, s, rounding_mode="floor") + 1).clamp(min=0)
+        n = conv_out_lengths(n, k, s)
     return n
 
 

@@ -16,7 +16,8 @@ import torchaudio
 from torch import Tensor, nn
 
 from neurohook.data.frontends import LogMel
-from neurohook.models.base import ProbeLayers, SpeechModel, UtteranceCMVN, frame_mask
+from neurohook.lengths import frame_mask
+from neurohook.models.base import ProbeLayers, SpeechModel, UtteranceCMVN
 
 __all__ = ["ST_SIZES", "MockingjayTransformer", "SinusoidalPositions", "build_transformer"]
 

@@ -1,272 +1,33 @@
-"""Record utterance-level (pooled) activations of chosen layers of any torch model while it runs.
-
-:class:`Recorder` registers forward hooks that pool each chosen layer's frames on the fly (see
-:mod:`neurohook.pooling`); no frame tensor outlives the hook. Valid frame counts are followed
-through the model exactly: a forward pre-hook on the wrapped model reads the padded input length,
-and every ``Conv1d``/``Conv2d``/pooling module maps the valid lengths through its kernel, stride,
-padding and dilation (recurrent and transformer layers keep them). Each layer then looks up the
-valid lengths of its own time length.
-
-Layouts (``layout=``) name the axes of a layer's output; the neurons of a frame are:
-
-- ``"BTD"`` / ``"TBD"`` / ``"BDT"``: the D features (``BDT`` is the Conv1d layout);
-- ``"BCFT"`` / ``"BCTF"``: every (channel, frequency-bin) pair of a 2-D conv map, unit ``c * F + f``;
-- ``"BD"``: an utterance-level output, passed through unchanged (pooling ``"none"``).
-"""
+"""The Recorder: forward hooks that pool chosen layers' frames per utterance while the model runs."""
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
 import logging
 import math
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Union
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from neurohook.errors import UserInputError
 from neurohook.features import Features, LayerSpan, UtteranceId, normalize_id
-from neurohook.pooling import STATISTICS, RunningPool, as_lengths, check_pooling
+from neurohook.hooks.layers import LayerNotFoundError, LayerRef, _close_matches, _is_pattern, _match, _unwrap, find_layers
+from neurohook.hooks.layouts import (LAYOUTS, TIME_MODULES_1D, TIME_MODULES_2D, OutputSelector, infer_layout,
+                                     select_output, to_frames)
+from neurohook.lengths import as_lengths, mask_lengths, module_out_lengths
+from neurohook.pooling import STATISTICS, RunningPool, check_pooling
 
-__all__ = [
-    "LAYOUTS",
-    "LayerNotFoundError",
-    "Recorder",
-    "StackedRNN",
-    "find_layers",
-    "infer_layout",
-    "split_rnn",
-]
+__all__ = ["Recorder"]
 
 _LOG = logging.getLogger(__name__)
 
-#: Accepted output layouts (see the module docstring for what the neurons are).
-LAYOUTS: tuple[str, ...] = ("BTD", "TBD", "BDT", "BCFT", "BCTF", "BD")
 
-OutputSelector = Union[None, int, str, Callable[[Any], Any]]
-LayerRef = Union[str, nn.Module]
-
-# torchaudio wav2vec2/HuBERT/WavLM components whose output layout is known (matched by class name
-# inside torchaudio.models so that torchaudio is never imported here).
-_TORCHAUDIO_LAYOUTS: dict[str, str] = {
-    "ConvLayerBlock": "BDT",
-    "FeatureExtractor": "BTD",
-    "FeatureProjection": "BTD",
-    "ConvolutionalPositionalEmbedding": "BTD",
-    "SelfAttention": "BTD",
-    "WavLMSelfAttention": "BTD",
-    "FeedForward": "BTD",
-    "EncoderLayer": "BTD",
-    "Transformer": "BTD",
-    "Encoder": "BTD",
-    "Wav2Vec2Model": "BTD",
-    "HuBERTPretrainModel": "BTD",
-    "ConformerLayer": "TBD",
-}
-
-_TIME_MODULES_1D = (nn.Conv1d, nn.MaxPool1d, nn.AvgPool1d)
-_TIME_MODULES_2D = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
-
-
-# --------------------------------------------------------------------------- layer selection
-class LayerNotFoundError(UserInputError, LookupError):
-    """A layer name or pattern selects no module; the message lists close matches."""
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DataParallel / DistributedDataParallel wrappers."""
-    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        model = model.module
-    return model
-
-
-def _match(parts: Sequence[str], name: Sequence[str], trailing: bool = True) -> bool:
-    """Glob match of dotted components: ``*`` one component, ``**`` zero or more (one or more at the end)."""
-    if not parts:
-        return not name
-    head, rest = parts[0], parts[1:]
-    if head == "**":
-        if not rest:  # trailing ** needs at least one component
-            return len(name) >= 1
-        return any(_match(rest, name[i:]) for i in range(len(name) + 1))
-    return bool(name) and fnmatch.fnmatchcase(name[0], head) and _match(rest, name[1:])
-
-
-def _is_pattern(s: str) -> bool:
-    """Whether ``s`` contains glob characters."""
-    return any(c in s for c in "*?[")
-
-
-def _close_matches(query: str, names: Sequence[str]) -> list[str]:
-    """Up to 5 names resembling ``query`` (difflib), for error messages."""
-    plain = query.replace("**", "").replace("*", "")
-    found = difflib.get_close_matches(query, names, n=5, cutoff=0.5)
-    found += [n for n in difflib.get_close_matches(plain, names, n=5, cutoff=0.5) if n not in found]
-    return found[:5]
-
-
-def find_layers(model: nn.Module, layers: LayerRef | Iterable[LayerRef]) -> list[tuple[str, nn.Module]]:
-    """(name, module) pairs selected by exact names, glob patterns or module objects, deduplicated.
-
-    Patterns match ``named_modules()`` names component-wise: ``*`` matches one dotted component,
-    ``**`` any number (so ``"encoder.transformer.layers.*"`` gives the layers, not their children).
-    """
-    model = _unwrap(model)
-    named = {name: mod for name, mod in model.named_modules() if name}
-    names = list(named)
-    by_id = {id(mod): name for name, mod in named.items()}
-    refs: list[LayerRef] = [layers] if isinstance(layers, (str, nn.Module)) else list(layers)
-    if not refs:
-        raise ValueError("no layers given")
-    chosen: dict[str, nn.Module] = {}
-    for ref in refs:
-        if isinstance(ref, nn.Module):
-            if id(ref) not in by_id:
-                raise ValueError(f"module {type(ref).__name__} is not a submodule of the model")
-            chosen.setdefault(by_id[id(ref)], ref)
-            continue
-        if not isinstance(ref, str):
-            raise TypeError(f"layers must be names, patterns or modules, got {type(ref).__name__}")
-        if not _is_pattern(ref):
-            if ref not in named:
-                hint = _close_matches(ref, names)
-                raise LayerNotFoundError(f"no layer named {ref!r}" + (f"; close matches: {hint}" if hint else ""))
-            chosen.setdefault(ref, named[ref])
-            continue
-        parts = ref.split(".")
-        hits = [n for n in names if _match(parts, n.split("."))]
-        if not hits:
-            hint = _close_matches(ref, names)
-            raise LayerNotFoundError(f"pattern {ref!r} matches no layer" + (f"; close matches: {hint}" if hint else ""))
-        for n in hits:
-            chosen.setdefault(n, named[n])
-    return list(chosen.items())
-
-
-# ------------------------------------------------------------------------------ layouts, outputs
-def infer_layout(module: nn.Module, ndim: int, conv2d_layout: str = "BCFT") -> str | None:
-    """Output layout implied by the module type and output rank, or None when ambiguous."""
-    if ndim == 2:
-        return "BD"
-    if isinstance(module, StackedRNN):
-        return ("BTD" if module.batch_first else "TBD") if ndim == 3 else None
-    if isinstance(module, nn.RNNBase):
-        return ("BTD" if module.batch_first else "TBD") if ndim == 3 else None
-    if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
-        return ("BTD" if module.self_attn.batch_first else "TBD") if ndim == 3 else None
-    if isinstance(module, (nn.TransformerEncoder, nn.TransformerDecoder)) and len(module.layers):
-        return infer_layout(module.layers[0], ndim, conv2d_layout)
-    if isinstance(module, (nn.Transformer, nn.MultiheadAttention)):
-        return ("BTD" if module.batch_first else "TBD") if ndim == 3 else None
-    if isinstance(module, (*_TIME_MODULES_1D, nn.BatchNorm1d, nn.InstanceNorm1d)) and ndim == 3:
-        return "BDT"
-    if isinstance(module, (*_TIME_MODULES_2D, nn.BatchNorm2d, nn.InstanceNorm2d)) and ndim == 4:
-        return conv2d_layout
-    cls = type(module)
-    if cls.__module__.startswith("torchaudio.models") and cls.__name__ in _TORCHAUDIO_LAYOUTS:
-        layout = _TORCHAUDIO_LAYOUTS[cls.__name__]
-        return layout if len(layout) == ndim else None
-    return None
-
-
-def _to_frames(x: Tensor, layout: str) -> Tensor:
-    """View x in ``layout`` as frames (B, T, *F) (time on axis 1)."""
-    if layout == "BTD":
-        return x
-    if layout == "TBD":
-        return x.transpose(0, 1)
-    if layout == "BDT":
-        return x.transpose(1, 2)
-    if layout == "BCFT":
-        return x.permute(0, 3, 1, 2)
-    if layout == "BCTF":
-        return x.permute(0, 2, 1, 3)
-    if layout == "BD":
-        return x.unsqueeze(1)
-    raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
-
-
-def _first_tensor_field(out: Any) -> Any:
-    """Default selection: the tensor itself, item 0 of a tuple/list, first tensor of a dict/dataclass."""
-    if isinstance(out, (Tensor, PackedSequence)):
-        return out
-    if isinstance(out, (tuple, list)):
-        return out[0] if len(out) else None
-    if isinstance(out, Mapping):
-        return next((v for v in out.values() if isinstance(v, (Tensor, PackedSequence))), None)
-    if is_dataclass(out):
-        values = (getattr(out, f.name) for f in fields(out))
-        return next((v for v in values if isinstance(v, (Tensor, PackedSequence))), None)
-    return None
-
-
-def _select_output(out: Any, selector: OutputSelector, layer: str) -> Tensor | PackedSequence:
-    """The tensor to pool from a module output (see :class:`Recorder` ``output=``)."""
-    if selector is None:
-        picked = _first_tensor_field(out)
-    elif callable(selector):
-        picked = selector(out)
-    elif isinstance(selector, int):
-        picked = out[selector]
-    elif isinstance(selector, str):
-        picked = out[selector] if isinstance(out, Mapping) else getattr(out, selector)
-    else:
-        raise TypeError(f"layer {layer!r}: output selector must be None, int, str or callable")
-    if not isinstance(picked, (Tensor, PackedSequence)):
-        raise TypeError(
-            f"layer {layer!r}: selected output is {type(picked).__name__}, not a tensor "
-            f"(module returned {type(out).__name__}); set output= for this layer"
-        )
-    return picked
-
-
-# ------------------------------------------------------------------------------ length arithmetic
-def _pair(v: Any, i: int) -> Any:
-    """Element i of a per-dimension argument (ints apply to every dimension)."""
-    return v[i] if isinstance(v, (tuple, list)) else v
-
-
-def _conv_lengths(module: nn.Module, lengths: Tensor, dim: int, t_in: int, t_out: int) -> Tensor:
-    """Valid output frames (B,) of a conv/pool module from valid input frames, along spatial dim ``dim``."""
-    kernel = _pair(module.kernel_size, dim)
-    stride = _pair(module.stride, dim) or kernel  # pools: stride None means kernel
-    dilation = _pair(getattr(module, "dilation", 1), dim)
-    padding = getattr(module, "padding", 0)
-    if padding == "same":
-        return lengths.clamp(max=t_out)
-    padding = 0 if padding == "valid" else _pair(padding, dim)
-    span = lengths + 2 * padding - dilation * (kernel - 1) - 1
-    if getattr(module, "ceil_mode", False):
-        out = -torch.div(-span, stride, rounding_mode="floor") + 1
-    else:
-        out = torch.div(span, stride, rounding_mode="floor") + 1
-    return out.clamp(min=0, max=t_out)
-
-
-def _mask_lengths(padding_mask: Tensor, batch: int) -> Tensor:
-    """Valid steps (B,) of a padding mask (B, T) that is True at padded steps, all at the end."""
-    if padding_mask.dim() != 2 or padding_mask.shape[0] != batch:
-        raise ValueError(f"padding_mask must be (B={batch}, T), got {tuple(padding_mask.shape)}")
-    pad = padding_mask.detach().to("cpu").bool()
-    lengths = (~pad).sum(dim=1)
-    expected = torch.arange(pad.shape[1])[None, :] >= lengths[:, None]
-    if not torch.equal(pad, expected) or bool((lengths == 0).any()):
-        raise ValueError(
-            "padding_mask must be True at padded steps, all at the end of each row, with at least one valid step "
-            "(this one is not: is it a Hugging Face attention_mask, True/1 at valid steps? pass "
-            "lengths=attention_mask.sum(1) or padding_mask=~attention_mask.bool())")
-    return lengths
-
-
-# --------------------------------------------------------------------------------- recorder state
 @dataclass
 class _LayerSpec:
     """How one chosen layer is recorded."""
@@ -436,7 +197,7 @@ class Recorder:
         try:
             self._handles.append(self._inner.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
             for module in self._inner.modules():
-                if isinstance(module, (*_TIME_MODULES_1D, *_TIME_MODULES_2D)):
+                if isinstance(module, (*TIME_MODULES_1D, *TIME_MODULES_2D)):
                     self._handles.append(module.register_forward_hook(self._trace_hook))
             for spec in self._specs:
                 self._handles.append(spec.module.register_forward_hook(self._make_hook(spec)))
@@ -486,7 +247,7 @@ class Recorder:
         if padding_mask is not None:
             if lengths is not None:
                 raise ValueError("pass lengths or padding_mask, not both")
-            lengths = _mask_lengths(padding_mask, len(ids))
+            lengths = mask_lengths(padding_mask, len(ids))
             padded_length = padding_mask.shape[1] if padded_length is None else padded_length
         lens: Tensor | None = None
         if lengths is not None:
@@ -564,7 +325,7 @@ class Recorder:
         if not isinstance(output, Tensor):
             return
         x = args[0]
-        if isinstance(module, _TIME_MODULES_1D):
+        if isinstance(module, TIME_MODULES_1D):
             axes = [(-1, 0)]
         else:  # 2-D: preferred time axis first, the other one as fallback
             pref = [(-1, 1), (-2, 0)]
@@ -574,7 +335,7 @@ class Recorder:
             if t_in in call.table:
                 t_out = int(output.shape[axis])
                 with torch.no_grad():
-                    call.table[t_out] = _conv_lengths(module, call.table[t_in], dim, t_in, t_out)
+                    call.table[t_out] = module_out_lengths(module, call.table[t_in], dim, t_out)
                 return
 
     def _make_hook(self, spec: _LayerSpec) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
@@ -617,7 +378,7 @@ class Recorder:
         call: _Call | None = getattr(self._local, "call", None)
         if call is None:
             call = _Call(None, batch.lengths, 0, len(batch.ids))
-        y = _select_output(output, spec.output, spec.name)
+        y = select_output(output, spec.output, spec.name)
         exact: Tensor | None = None
         layout = spec.layout
         if isinstance(y, PackedSequence):
@@ -632,7 +393,7 @@ class Recorder:
                 )
         if y.dim() != len(layout):
             raise ValueError(f"layer {spec.name!r}: layout {layout!r} does not fit output shape {tuple(y.shape)}")
-        frames = _to_frames(y.detach(), layout)
+        frames = to_frames(y.detach(), layout)
         if frames.shape[0] != call.size:
             raise ValueError(
                 f"layer {spec.name!r}: output batch size {frames.shape[0]} (layout {layout}, shape "
@@ -682,79 +443,3 @@ class Recorder:
             start += values.shape[1]
         values = np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0), np.float32)
         return Features(values, self._ids, spans)
-
-
-# ---------------------------------------------------------------------------------- split RNNs
-class StackedRNN(nn.Module):
-    """A multi-layer nn.LSTM/GRU/RNN as ``layers`` (ModuleList of one-layer RNNs sharing its parameters).
-
-    Same call signature and outputs as the original: input (B, T, D) or (T, B, D) or PackedSequence,
-    optional initial state (num_layers * directions, B, H); returns (output, h_n) or (output, (h_n, c_n)).
-    """
-
-    def __init__(self, rnn: nn.RNNBase) -> None:
-        """Split ``rnn``; parameters are shared, not copied."""
-        super().__init__()
-        if not isinstance(rnn, (nn.LSTM, nn.GRU, nn.RNN)):
-            raise TypeError(f"split_rnn needs nn.LSTM, nn.GRU or nn.RNN, got {type(rnn).__name__}")
-        self.mode = rnn.mode
-        self.num_layers = rnn.num_layers
-        self.batch_first = rnn.batch_first
-        self.bidirectional = rnn.bidirectional
-        self.dropout = float(rnn.dropout)
-        dirs = 2 if rnn.bidirectional else 1
-        out_size = (rnn.proj_size or rnn.hidden_size) if isinstance(rnn, nn.LSTM) else rnn.hidden_size
-        ref = rnn.weight_ih_l0
-        self.layers = nn.ModuleList()
-        for k in range(rnn.num_layers):
-            kw: dict[str, Any] = dict(
-                input_size=rnn.input_size if k == 0 else out_size * dirs,
-                hidden_size=rnn.hidden_size,
-                num_layers=1,
-                bias=rnn.bias,
-                batch_first=rnn.batch_first,
-                bidirectional=rnn.bidirectional,
-                device=ref.device,
-                dtype=ref.dtype,
-            )
-            if isinstance(rnn, nn.LSTM):
-                layer: nn.RNNBase = nn.LSTM(proj_size=rnn.proj_size, **kw)
-            elif isinstance(rnn, nn.GRU):
-                layer = nn.GRU(**kw)
-            else:
-                layer = nn.RNN(nonlinearity=rnn.nonlinearity, **kw)
-            for name in list(layer._flat_weights_names):
-                setattr(layer, name, getattr(rnn, name.replace("_l0", f"_l{k}", 1)))
-            self.layers.append(layer)
-
-    def forward(self, x: Tensor | PackedSequence, hx: Any = None) -> tuple[Any, Any]:
-        """Run the layers in turn (dropout between layers in training, as the original)."""
-        is_lstm = self.mode == "LSTM"
-        dirs = 2 if self.bidirectional else 1
-        hs: list[Tensor] = []
-        cs: list[Tensor] = []
-        for k, layer in enumerate(self.layers):
-            state = None
-            if hx is not None:
-                part = slice(k * dirs, (k + 1) * dirs)
-                state = (hx[0][part], hx[1][part]) if is_lstm else hx[part]
-            x, out_state = layer(x, state)
-            if is_lstm:
-                hs.append(out_state[0])
-                cs.append(out_state[1])
-            else:
-                hs.append(out_state)
-            if k < self.num_layers - 1 and self.dropout > 0 and self.training:
-                if isinstance(x, PackedSequence):
-                    x = PackedSequence(
-                        nn.functional.dropout(x.data, self.dropout, True), x.batch_sizes, x.sorted_indices, x.unsorted_indices
-                    )
-                else:
-                    x = nn.functional.dropout(x, self.dropout, True)
-        h_n = torch.cat(hs, dim=0)
-        return (x, (h_n, torch.cat(cs, dim=0))) if is_lstm else (x, h_n)
-
-
-def split_rnn(rnn: nn.RNNBase) -> StackedRNN:
-    """Per-layer view of a multi-layer RNN (same weights, outputs equal to the original within 1e-6)."""
-    return StackedRNN(rnn)

@@ -1,0 +1,265 @@
+"""The paper's findings (sections 5.1, 5.3, 6.1, 6.4, 7.1) beside this run's, each judged by a stated rule."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+
+from neurohook.analysis import TaskResult
+from neurohook.verification import ALL as SV_ALL
+from neurohook.paper import COMPLEX_TASKS, DIALECT_HINTS, GAP, SIMPLE_TASKS, SMALL_SET, SPEAKER_HINTS
+from neurohook.report.loading import ModelResults, Study
+from neurohook.report.document import Table, pct, percent_label
+from neurohook.report.tables import _overlaps
+from neurohook.report.document import MISSING, NOT_MEASURED
+
+__all__ = ["Finding", "findings", "findings_table", "upper_half", "verdict"]
+
+
+
+@dataclass
+class Finding:
+    """One paper finding, the rule that tests it on this run, what the run shows and the verdict."""
+
+    paper: str
+    rule: str
+    observed: str
+    verdict: str
+
+
+def upper_half(layers: Sequence[str]) -> list[str]:
+    """The upper layers: the last ceil(L/2) of L layers."""
+    return list(layers[len(layers) // 2 :])
+
+
+def verdict(checks: Sequence[bool]) -> str:
+    """agrees (all checks hold), partly (some), differs (none), not measured (no check)."""
+    if not checks:
+        return NOT_MEASURED
+    return "agrees" if all(checks) else ("partly" if any(checks) else "differs")
+
+
+def _role_model(role: str, hints: Sequence[str], fallback: Callable[[ModelResults], float],
+                candidates: Sequence[ModelResults]) -> tuple[ModelResults | None, str]:
+    """The model trained for a role: marked trained_for, else named so, else the best by fallback."""
+    if not candidates:
+        return None, ""
+    for m in candidates:
+        if m.trained_for is not None and m.trained_for.upper() == role:
+            return m, f"{m.name} (trained_for={m.trained_for})"
+    for m in candidates:
+        tokens = re.split(r"[^a-z0-9]+", m.name.lower())
+        if any(tok.startswith(h) for tok in tokens for h in hints if tok):
+            return m, f"{m.name} (by its name)"
+    best = max(candidates, key=fallback)
+    return best, f"{best.name} (best-scoring, no model marked as trained for {role})"
+
+
+def _f_learned(study: Study) -> Finding:
+    checks, obs = [], []
+    for task in study.task_names():
+        for m in study.with_task(task):
+            t = m.tasks[task]
+            ok = t.oracle.mean >= t.majority.mean + GAP and t.selectivity.mean > 0
+            if t.rinit is not None:
+                ok = ok and t.oracle.mean >= t.rinit.mean + GAP
+            checks.append(ok)
+            if not ok:
+                obs.append(f"{task}/{m.name}: ALL {pct(t.oracle.mean)}, Maj-C {pct(t.majority.mean)}, "
+                           f"R.INIT {pct(None if t.rinit is None else t.rinit.mean)}, Sel_a {pct(t.selectivity.mean)}")
+    text = (f"holds for {sum(checks)}/{len(checks)} task-model pairs" + ("; fails: " + "; ".join(obs) if obs else "")) \
+        if checks else NOT_MEASURED
+    return Finding("The probes learn the properties: Acc(ALL) beats Maj-C and R.INIT, with high selectivity (5.1)",
+                   "Table 1: Acc(ALL) ≥ Maj-C + 5 points, Acc(ALL) ≥ R.INIT + 5 points (where run) and Sel_a > 0",
+                   text, verdict(checks))
+
+
+def _distributed(t: TaskResult) -> tuple[int, int]:
+    """Layers whose accuracy has at least half the best layer's gain over Maj-C, and the layer count."""
+    accs = [t.layer_accuracy[n].mean for n in t.layers]
+    need = t.majority.mean + 0.5 * (max(accs) - t.majority.mean)
+    return sum(a >= need for a in accs), len(accs)
+
+
+def _f_distributed(study: Study) -> Finding:
+    checks, obs = [], []
+    for task in SIMPLE_TASKS:
+        for m in study.with_task(task):
+            k, n = _distributed(m.tasks[task])
+            checks.append(k == n)
+            obs.append(f"{task}/{m.name}: {k}/{n} layers")
+    return Finding("Gender and channel information are encoded throughout the layers (distributed) (5.3 i, 5.2)",
+                   "Figures 4/7: every layer's accuracy ≥ Maj-C + ½ (best layer − Maj-C)",
+                   "; ".join(obs) or NOT_MEASURED, verdict(checks))
+
+
+def _f_redundant(study: Study) -> Finding:
+    checks, obs = [], []
+    for task in SIMPLE_TASKS:
+        for m in study.with_task(task):
+            t = m.tasks[task]
+            checks.append(t.minimal_random_accuracy.mean >= t.minimal_accuracy.mean - GAP)
+            obs.append(f"{task}/{m.name}: Acc_t {pct(t.minimal_accuracy.mean)} vs Acc_r {pct(t.minimal_random_accuracy.mean)}")
+    return Finding("Gender and channel are stored redundantly: a random neuron subset does about as well as the top one "
+                   "(5.3 ii, 6.4 iii, 7.1)",
+                   "Table 3: Acc_r (re-trained) ≥ Acc_t (re-trained) − 5 points",
+                   "; ".join(obs) or NOT_MEASURED, verdict(checks))
+
+
+def _best_eer(m: ModelResults, trial_set: str) -> float:
+    v = m.verification[trial_set].layerwise
+    return v.get(v.best_layer).eer
+
+
+def _f_voice(study: Study) -> Finding:
+    checks, obs = [], []
+    for ts in study.trial_sets():
+        ms = [m for m in study.models.values() if ts in m.verification]
+        spk, how = _role_model("SV", SPEAKER_HINTS, lambda m: -_best_eer(m, ts), ms)
+        if spk is None:
+            continue
+        lb = spk.verification[ts].layerwise.best_layer
+        layers = [e.name for e in spk.verification[ts].layerwise.layers if e.name != SV_ALL]
+        upper = lb in upper_half(layers)
+        lowest = all(_best_eer(spk, ts) <= _best_eer(m, ts) for m in ms)
+        checks.append(upper and lowest)
+        others = ", ".join(f"{m.name} {pct(_best_eer(m, ts))}" for m in ms if m is not spk)
+        obs.append(f"{ts}: speaker model {how}: Lb={lb} ({'upper' if upper else 'lower'} half), EER(Lb) "
+                   f"{pct(_best_eer(spk, ts))}" + (f"; others' best EER: {others}" if others else "; single model"))
+    return Finding("Voice identity is encoded only in the upper layers of the speaker model; the others are "
+                   "speaker-invariant (5.3 iv-v)",
+                   "Figure 5 / Table 4: the speaker model's best layer Lb is in its upper half of layers and its "
+                   "EER(Lb) is the lowest of all models (per trial set)",
+                   "; ".join(obs) or NOT_MEASURED, verdict(checks))
+
+
+def _f_language(study: Study) -> Finding:
+    checks, obs = [], []
+    for m in study.with_task("LID"):
+        t = m.tasks["LID"]
+        up = t.best_layer in upper_half(t.layers)
+        checks.append(up)
+        obs.append(f"{m.name}: best layer {t.best_layer} ({'upper' if up else 'lower'} half)")
+    return Finding("Language is captured in the upper layers of all models (5.3 vi)",
+                   "Figure 6a: the LID probe's best layer is in the upper half of the layers, for every model",
+                   "; ".join(obs) or NOT_MEASURED, verdict(checks))
+
+
+def _f_dialect(study: Study) -> Finding:
+    paper = "Regional dialect is captured only by the dialect (task-specific) model, in its upper layers (5.3 viii)"
+    rule = ("Figure 6b / Table 1: the dialect model's DID best layer is in its upper half and its Acc(ALL) is "
+            "≥ 5 points above every other model's")
+    ms = study.with_task("DID")
+    m, how = _role_model("DID", DIALECT_HINTS, lambda x: x.tasks["DID"].oracle.mean, ms)
+    if m is None:
+        return Finding(paper, rule, NOT_MEASURED, NOT_MEASURED)
+    t = m.tasks["DID"]
+    up = t.best_layer in upper_half(t.layers)
+    margin = [t.oracle.mean - o.tasks["DID"].oracle.mean for o in ms if o is not m]
+    only = all(d >= GAP for d in margin)
+    others = ", ".join(f"{o.name} {pct(o.tasks['DID'].oracle.mean)}" for o in ms if o is not m)
+    obs = (f"dialect model {how}: best layer {t.best_layer} ({'upper' if up else 'lower'} half), Acc(ALL) "
+           f"{pct(t.oracle.mean)}" + (f"; others: {others}" if others else "; single model, 'only' not tested"))
+    return Finding(paper, rule, obs, verdict([up and only]))
+
+
+def _f_masked(study: Study) -> Finding:
+    checks, fails = [], []
+    for task in study.task_names():
+        for m in study.with_task(task):
+            t = m.tasks[task]
+            checks.append(t.masked["top"].mean > t.masked["bottom"].mean)
+            if not checks[-1]:
+                fails.append(f"{task}/{m.name}: top {pct(t.masked['top'].mean)} vs bottom {pct(t.masked['bottom'].mean)}")
+    text = f"top > bottom for {sum(checks)}/{len(checks)} task-model pairs" + ("; fails: " + "; ".join(fails) if fails else "")
+    return Finding("The ranking works: the top neurons keep far more accuracy than the bottom ones (6.1)",
+                   "Table 2: Acc_t (Masked) > Acc_b (Masked)", text if checks else NOT_MEASURED, verdict(checks))
+
+
+def _f_small(study: Study) -> Finding:
+    checks, obs = [], []
+    for task in study.task_names():
+        for m in study.with_task(task):
+            t = m.tasks[task]
+            checks.append(all(t.minimal_reached) and t.minimal_percent.mean <= SMALL_SET)
+            obs.append(f"{task}/{m.name}: {percent_label(t.minimal_percent.mean)}"
+                       + ("" if all(t.minimal_reached) else " (not reached)"))
+    return Finding("A small set of neurons suffices to represent each property (6.4 i)",
+                   f"Table 3: the minimal set was reached in every seed with Neu_t ≤ {SMALL_SET:g}% of the neurons",
+                   "; ".join(obs) or NOT_MEASURED, verdict(checks))
+
+
+def _f_complexity(study: Study) -> Finding:
+    checks, obs = [], []
+    for m in study.models.values():
+        simple = [m.tasks[t].minimal_percent.mean for t in SIMPLE_TASKS if t in m.tasks]
+        complex_ = [m.tasks[t].minimal_percent.mean for t in COMPLEX_TASKS if t in m.tasks]
+        if simple and complex_:
+            checks.append(max(simple) < min(complex_))
+            obs.append(f"{m.name}: GC/CC ≤ {max(simple):g}% vs LID/DID ≥ {min(complex_):g}%")
+    return Finding("Simple properties (gender, channel) need fewer neurons than complex ones (6.4 ii, 7.1)",
+                   "Table 3: the largest Neu_t of GC/CC < the smallest Neu_t of LID/DID, per model",
+                   "; ".join(obs) or NOT_MEASURED, verdict(checks))
+
+
+def _f_dialect_not_redundant(study: Study) -> Finding:
+    ms = study.with_task("DID")
+    m, how = _role_model("DID", DIALECT_HINTS, lambda x: x.tasks["DID"].oracle.mean, ms)
+    paper = "Dialect information is not redundant in the task-specific model (6.4 iv)"
+    rule = "Table 3: the dialect model's DID Acc_r (re-trained) < Acc_t (re-trained) − 5 points"
+    if m is None:
+        return Finding(paper, rule, NOT_MEASURED, NOT_MEASURED)
+    t = m.tasks["DID"]
+    ok = t.minimal_random_accuracy.mean < t.minimal_accuracy.mean - GAP
+    return Finding(paper, rule, f"dialect model {how}: Acc_t {pct(t.minimal_accuracy.mean)} vs Acc_r "
+                                f"{pct(t.minimal_random_accuracy.mean)}", verdict([ok]))
+
+
+def _f_localized(study: Study) -> Finding:
+    checks, obs = [], []
+    for m in study.models.values():
+        for t in m.tasks.values():
+            total = sum(s.mean for s in t.distribution.values())
+            if total <= 0:
+                continue
+            share = sum(t.distribution[n].mean for n in upper_half(t.layers) if n in t.distribution) / total
+            checks.append(share > 0.5)
+            obs.append(f"{t.task}/{m.name}: {100 * share:.0f}%")
+    v = verdict(checks)
+    if checks and v == "partly" and sum(checks) > len(checks) / 2:
+        v = "agrees (most)"
+    return Finding("For most properties the salient neurons are localised in the upper layers (6.4 v, 7.1)",
+                   "Tables 5-7: more than half of the minimal set's neurons lie in the upper half of the layers, "
+                   "for most task-model pairs (share in upper half shown)",
+                   "; ".join(obs) or NOT_MEASURED, v)
+
+
+def _f_polysemous(study: Study) -> Finding:
+    checks, obs = [], []
+    for m in study.models.values():
+        ovs = _overlaps(m)
+        if not ovs:
+            continue
+        best = max(ovs, key=lambda o: (o.shared, o.jaccard))
+        checks.append(best.shared > 0)
+        obs.append(f"{m.name}: most shared {best.a}/{best.b} {best.shared} neurons (Jaccard {best.jaccard:.3f})")
+    return Finding("Some neurons are polysemous: properties' minimal sets share neurons (e.g. SV and gender) (7.1)",
+                   "Overlap table: some pair of properties' minimal sets shares at least one neuron, per model",
+                   "; ".join(obs) or NOT_MEASURED, verdict(checks))
+
+
+def findings(study: Study) -> list[Finding]:
+    """The paper's findings, each tested on this run with a stated rule."""
+    return [_f_learned(study), _f_distributed(study), _f_redundant(study), _f_voice(study), _f_language(study),
+            _f_dialect(study), _f_masked(study), _f_small(study), _f_complexity(study),
+            _f_dialect_not_redundant(study), _f_localized(study), _f_polysemous(study)]
+
+
+def findings_table(study: Study) -> Table:
+    """The findings as a table."""
+    return Table("Findings — the paper beside this run", ["Paper finding (section)", "Rule", "This run", "Verdict"],
+                 [[f.paper, f.rule or MISSING, f.observed, f.verdict] for f in findings(study)],
+                 "Upper layers: the last ceil(L/2) of a model's L layers. 5 points: the paper's 5% threshold. "
+                 "'not measured': the task or model needed is absent from results.json.")

@@ -1,0 +1,201 @@
+"""The paper's tables (1-4, 5-7 and A.8) and per-model tables, from a :class:`~neurohook.report.loading.Study`."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+
+from neurohook.analysis import overlap
+from neurohook.verification import ALL as SV_ALL
+from neurohook.report.loading import ModelResults, Study
+from neurohook.report.document import Table, count_label, pct, percent_label
+from neurohook.report.document import MISSING, NOT_MEASURED
+
+__all__ = ["models_table", "table1", "table2", "table3", "table3_curve", "table4", "table_a8", "table_distribution", "table_layerwise_accuracy", "table_layerwise_eer", "table_overlap"]
+
+
+
+def models_table(study: Study) -> Table:
+    """The models studied: neurons, layers, tasks, trial sets and seeds."""
+    rows = []
+    for m in study.models.values():
+        seeds = sorted({len(t.seeds) for t in m.tasks.values()})
+        rows.append([m.name, str(m.n_neurons), str(len(m.layers)), ", ".join(m.layers) or MISSING,
+                     ", ".join(m.tasks) or MISSING, ", ".join(m.verification) or MISSING,
+                     "/".join(map(str, seeds)) or MISSING])
+    return Table("Models", ["Model", "#Neurons", "#Layers", "Layers", "Tasks", "SV trial sets", "Seeds"], rows)
+
+
+def table1(study: Study, task: str) -> Table:
+    """Table 1 for one task: majority baseline, oracle Acc(ALL), R.INIT and selectivity per model."""
+    ms = study.with_task(task)
+    rows = [["#Neurons"] + [str(m.n_neurons) for m in ms],
+            ["labels#"] + [str(len(m.tasks[task].classes)) for m in ms],
+            ["Acc (Maj-C)"] + [pct(m.tasks[task].majority.mean) for m in ms],
+            ["Acc (ALL)"] + [pct(m.tasks[task].oracle.mean) for m in ms],
+            ["Acc (R.INIT)"] + [pct(None if m.tasks[task].rinit is None else m.tasks[task].rinit.mean) for m in ms],
+            ["Sel_a"] + [pct(m.tasks[task].selectivity.mean) for m in ms]]
+    return Table(f"Table 1 — {task}", [""] + [m.name for m in ms], rows,
+                 "Means over seeds. R.INIT: probe on re-initialised features (n/a: not run). "
+                 "Sel_a: Acc(ALL) minus the control task's accuracy.")
+
+
+def table2(study: Study, task: str) -> Table:
+    """Table 2 for one task: accuracy of the ALL probe keeping only the top / bottom / random N%."""
+    ms = study.with_task(task)
+    rows = [["Neurons"] + [percent_label(m.tasks[task].ablation_percent) for m in ms]]
+    for key, label in (("top", "Acc_t (Masked)"), ("bottom", "Acc_b (Masked)"), ("random", "Acc_r (Masked)")):
+        rows.append([label] + [pct(m.tasks[task].masked[key].mean) for m in ms])
+    return Table(f"Table 2 — {task}", [""] + [m.name for m in ms], rows,
+                 "The trained ALL probe re-scored with all other neurons masked (t=top, b=bottom, r=random); means over seeds.")
+
+
+def _seed_count(flags: Sequence[bool]) -> str:
+    return f"{sum(map(bool, flags))}/{len(flags)} seeds"
+
+
+def table3(study: Study, task: str) -> Table:
+    """Table 3 for one task: Acc(ALL), the minimal set's size Neu_t and its re-trained top / random accuracy."""
+    ms = study.with_task(task)
+    t = {m.name: m.tasks[task] for m in ms}
+    rows = [["Acc (ALL)"] + [pct(t[m.name].oracle.mean) for m in ms],
+            ["Neu_t"] + [percent_label(t[m.name].minimal_percent.mean) for m in ms],
+            ["Acc_t (Re-trained)"] + [pct(t[m.name].minimal_accuracy.mean) for m in ms],
+            ["Acc_r (Re-trained)"] + [pct(t[m.name].minimal_random_accuracy.mean) for m in ms],
+            ["Minimal set reached"] + [_seed_count(t[m.name].minimal_reached) for m in ms],
+            ["Rest redundant (6.2 i)"] + [_seed_count(t[m.name].rest_redundant) for m in ms],
+            ["Information redundant (6.2 ii)"] + [_seed_count(t[m.name].information_redundant) for m in ms]]
+    return Table(f"Table 3 — {task}", [""] + [m.name for m in ms], rows,
+                 "Neu_t: smallest tried % of all neurons whose re-trained top-N% probe is within delta of Acc(ALL), "
+                 "mean over seeds; Acc_t / Acc_r: re-trained on the top / a random Neu_t% (means over seeds).")
+
+
+def table3_curve(study: Study, task: str) -> Table:
+    """Re-trained accuracy with the top and a random N% of neurons, for every N tried."""
+    ms = study.with_task(task)
+    keys = list(dict.fromkeys(k for m in ms for k in m.tasks[task].retrained_top))
+    keys.sort(key=float)
+    header = ["N%"] + [f"{m.name} {w}" for m in ms for w in ("top", "random")]
+    rows = []
+    for k in keys:
+        row = [percent_label(float(k))]
+        for m in ms:
+            r = m.tasks[task]
+            row += [pct(r.retrained_top[k].mean) if k in r.retrained_top else MISSING,
+                    pct(r.retrained_random[k].mean) if k in r.retrained_random else MISSING]
+        rows.append(row)
+    return Table(f"Table 3b — {task}: re-trained accuracy per N%", header, rows)
+
+
+def table4(study: Study, trial_set: str) -> Table:
+    """Table 4 for one trial set: best layer Lb, EER(Lb), EER(ALL) and the neuron subsets' EERs."""
+    rows = []
+    for m in study.models.values():
+        v = m.verification.get(trial_set)
+        if v is None:
+            continue
+        lw = v.layerwise
+        eer_all = next((e.eer for e in lw.layers if e.name == SV_ALL), None)
+        nv = v.neurons
+        if nv is None:
+            lb = lw.best_layer
+            rows.append([m.name, lb, pct(lw.get(lb).eer), pct(eer_all)] + [NOT_MEASURED] * 4)
+            continue
+        r = nv.table4_row()
+        neu = MISSING if r["Neu_t"] is None else percent_label(r["Neu_t"])
+        subset = [MISSING] * 3 if nv.minimal_percent is None else [
+            pct(nv.subset(nv.minimal_percent).eer_top), pct(nv.subset(nv.minimal_percent).eer_random),
+            pct(nv.subset(nv.minimal_percent).eer_bottom)]
+        rows.append([m.name, nv.layer, pct(nv.eer_layer), pct(eer_all), neu] + subset)
+    return Table(f"Table 4 — SV ({trial_set})", ["Model", "Lb", "EER(Lb)", "EER(ALL)", "Neu_t", "EER_t", "EER_r", "EER_b"],
+                 rows, "EER in %. Lb: the layer of lowest EER. Neu_t: smallest % of Lb's neurons whose top set's EER is "
+                       "within tolerance of EER(Lb) (n/a: none was); EER_t/r/b with the top / random / bottom Neu_t%.")
+
+
+def table_layerwise_eer(m: ModelResults) -> Table:
+    """Figure 5's numbers for one model: EER (%) of each layer and ALL, per trial set."""
+    names = list(dict.fromkeys(e.name for v in m.verification.values() for e in v.layerwise.layers))
+    sizes = {e.name: e.n_neurons for v in m.verification.values() for e in v.layerwise.layers}
+    rows = []
+    for n in names:
+        row = [n, str(sizes[n])]
+        for v in m.verification.values():
+            row.append(next((pct(e.eer) for e in v.layerwise.layers if e.name == n), MISSING))
+        rows.append(row)
+    rows.append(["Best layer", ""] + [v.layerwise.best_layer for v in m.verification.values()])
+    return Table(f"Layer-wise EER — {m.name}", ["Layer", "#Neu"] + [f"EER {t}" for t in m.verification], rows)
+
+
+def table_layerwise_accuracy(m: ModelResults) -> Table:
+    """Figures 4, 6 and 7's numbers for one model: accuracy (%) of each layer's probe per task."""
+    tasks = list(m.tasks.values())
+    layers = list(dict.fromkeys(n for t in tasks for n in t.layers))
+    sizes = {n: s for t in tasks for n, s in zip(t.layers, t.layer_sizes)}
+    rows = [[n, str(sizes[n])] + [pct(t.layer_accuracy[n].mean) if n in t.layer_accuracy else MISSING for t in tasks]
+            for n in layers]
+    rows.append(["ALL", str(sum(sizes.values()))] + [pct(t.oracle.mean) for t in tasks])
+    rows.append(["Best layer", ""] + [t.best_layer for t in tasks])
+    rows.append(["Within layer_delta of best", ""] + [", ".join(t.redundant_layers) for t in tasks])
+    return Table(f"Layer-wise accuracy — {m.name}", ["Layer", "#Neu"] + list(m.tasks), rows)
+
+
+def table_distribution(m: ModelResults) -> Table:
+    """Tables 5-7 for one model: neurons of each task's minimal set per layer, count and % of all neurons."""
+    tasks = list(m.tasks.values())
+    layers = list(dict.fromkeys([*m.layers, *(n for t in tasks for n in t.layers)]))
+    sizes = dict(zip(m.layers, m.layer_sizes))
+    n_all = max(m.n_neurons, 1)
+    for t in tasks:
+        sizes.update(zip(t.layers, t.layer_sizes))
+    header = ["Tasks (Neu_t %)"] + [f"{n} ({sizes.get(n, '?')})" for n in layers] + ["Total"]
+    rows = []
+    for t in tasks:
+        row = [f"{t.task} ({t.minimal_percent.mean:g})"]
+        total = 0.0
+        for n in layers:
+            if n in t.distribution:
+                c = t.distribution[n].mean
+                total += c
+                row.append(f"{count_label(c)} ({100 * c / n_all:.1f}%)")
+            else:
+                row.append(MISSING)
+        row.append(f"{count_label(total)} ({100 * total / n_all:.1f}%)")
+        rows.append(row)
+    return Table(f"Tables 5-7 — {m.name}", header, rows,
+                 f"Neurons of the minimal set in each layer (mean over seeds) and their share of all "
+                 f"{m.n_neurons} neurons. Header: layer (its number of neurons).")
+
+
+def table_overlap(m: ModelResults) -> Table:
+    """Shared neurons of the minimal sets of each pair of properties (first seed's sets)."""
+    rows = [[o.a, o.b, str(o.shared), pct(o.share_of_a), pct(o.share_of_b), f"{o.jaccard:.3f}"]
+            for o in _overlaps(m)]
+    return Table(f"Overlap of minimal sets — {m.name}", ["A", "B", "Shared", "% of A", "% of B", "Jaccard"], rows,
+                 "From the first seed's minimal sets. Pairs with SV use the minimal set of Table 4 (neurons of Lb), "
+                 "compared with neurohook.analysis.overlap, the function that computed the others.")
+
+
+def _sv_sets(m: ModelResults) -> dict[str, list[int]]:
+    """SV minimal sets (columns of the model's features) per trial set, when Table 4 found one."""
+    return {f"SV ({k})": v.neurons.minimal_neurons for k, v in m.verification.items()
+            if v.neurons is not None and v.neurons.minimal_neurons and v.neurons.layer_end <= m.n_neurons}
+
+
+def _overlaps(m: ModelResults) -> list[Any]:
+    out = list(m.analysis.overlaps)
+    for name, cols in _sv_sets(m).items():
+        out += [overlap(name, cols, t.task, t.minimal_neurons) for t in m.tasks.values() if t.minimal_neurons]
+    return out
+
+
+def table_a8(study: Study) -> Table:
+    """Table A.8: standard deviation of Acc(ALL) over seeds, per task and model."""
+    models = list(study.models.values())
+    rows = []
+    for task in study.task_names():
+        labels = sorted({str(len(m.tasks[task].classes)) for m in study.with_task(task)})
+        rows.append([task, "/".join(labels)] + [
+            f"± {m.tasks[task].oracle.std:.2E} ({len(m.tasks[task].seeds)} seeds)" if task in m.tasks else MISSING
+            for m in models])
+    return Table("Table A.8", ["Acc (ALL)", "# Class Labels"] + [m.name for m in models], rows,
+                 "Population standard deviation of Acc(ALL) (a fraction) over the seeds; 0 with a single seed.")
