@@ -90,7 +90,7 @@ def test_transformer_padding_is_masked() -> None:
 
 def test_reinitialize_is_seeded_and_changes_weights() -> None:
     model = models.build("adi-cnn", size="small", num_classes=2, seed=0)
-    a, b, c = model.reinitialize(1), model.reinitialize(1), model.reinitialize(2)
+    a, b, c = models.reinitialize(model, 1), models.reinitialize(model, 1), models.reinitialize(model, 2)
     w = "conv1.conv.weight"
     assert torch.equal(a.state_dict()[w], b.state_dict()[w])
     assert not torch.equal(a.state_dict()[w], model.state_dict()[w])

@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 import pytest
+from sklearn.exceptions import NotFittedError
 
 from neurohook.probe import LinearProbe, ProbeSpec, fit_probes
 
@@ -85,7 +86,7 @@ def test_l1_penalty_shrinks_noise_weights():
 
 def test_early_stopping_keeps_the_best_epoch(caplog):
     X, y = blobs(n=400)
-    with caplog.at_level(logging.INFO, logger="neurohook.probe"):
+    with caplog.at_level(logging.INFO, logger="neurohook.probe_batch"):
         probe = LinearProbe(early_stopping=True, patience=2, epochs=200, lr=5e-2).fit(X, y)
     assert probe.n_epochs_ < 200
     assert "early stopping" in caplog.text
@@ -117,10 +118,33 @@ def test_bad_input_is_rejected_clearly():
         LinearProbe().fit(Xn, y)
     with pytest.raises(ValueError, match="empty"):
         LinearProbe().fit(X[:0], y[:0])
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):  # scikit-learn's check_is_fitted
         LinearProbe().predict(X)
     probe = LinearProbe(epochs=1).fit(X, y)
     with pytest.raises(ValueError, match="X has 10 columns but the probe was trained on 40"):
         probe.predict(X[:, :10])
     with pytest.raises(ValueError, match="outside X's 40 columns"):
         fit_probes(X, y, [ProbeSpec(30, 41)])
+
+
+def test_the_probe_is_a_scikit_learn_estimator():
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((240, 12)).astype(np.float32)
+    y = np.where(X[:, 0] + 0.5 * X[:, 3] > 0, "a", "b")
+    probe = LinearProbe(l2=1e-4, epochs=100, lr=0.05)
+    copy = clone(probe)
+    assert copy is not probe and copy.get_params() == probe.get_params() and not hasattr(copy, "coef_")
+    scores = cross_val_score(probe, X, y, cv=3)
+    assert scores.shape == (3,) and scores.min() > 0.85
+    pipe = make_pipeline(StandardScaler(), LinearProbe(epochs=100, lr=0.05)).fit(X[:160], y[:160])
+    assert pipe.score(X[160:], y[160:]) > 0.85
+    search = GridSearchCV(LinearProbe(epochs=10, lr=0.01), {"l1": [0.0, 1e-3]}, cv=2).fit(X, y)
+    assert search.best_params_["l1"] in (0.0, 1e-3)
+    # the same data with neurohook's own normalisation and with a scaler in front: the same probe
+    own = LinearProbe(epochs=100, lr=0.05).fit(X[:160], y[:160])
+    np.testing.assert_allclose(pipe[-1].coef_, own.coef_, rtol=1e-4, atol=1e-5)

@@ -40,7 +40,8 @@ def cmd_models_train(args: argparse.Namespace) -> int:
         raise UserError(f"--model {args.model}: no training recipe; recipes: {', '.join(train.PRESETS)}")
     check_writable_file(args.out, "--out")
     manifest = str(existing(args.manifest, "manifest")) if args.manifest else None
-    overrides = {"size": args.size, "seed": args.seed, **({"epochs": args.epochs} if args.epochs else {})}
+    optional = {"corpus": args.corpus, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+    overrides = {"size": args.size, "seed": args.seed, **{k: v for k, v in optional.items() if v is not None}}
     result = train.train(args.model, manifest=manifest, out=args.out, **overrides)
     logger.info("trained %s in %.0f s: %s", args.model, result.seconds, result.metrics)
     print(result.checkpoint)

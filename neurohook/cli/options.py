@@ -158,9 +158,13 @@ CORPUS: list[Option] = [
 TRAIN: list[Option] = [
     ("--model", None, "built-in model to train: adi-cnn, sre-cnn, st-base or st-large", {"type": text}),
     ("--size", "small", "small (CPU preset) or paper", {"choices": ["small", "paper"]}),
-    ("--manifest", None, "training manifest (default: the built-in small corpus)", {"type": text}),
+    ("--manifest", None, "training manifest (default: the built-in corpus of --corpus size)", {"type": text}),
+    ("--corpus", None, "size of the built-in corpus to train on (default: the preset's)",
+     {"choices": ["tiny", "small", "medium", "large"]}),
     ("--out", None, "checkpoint file (.pt)", {"type": text}),
     ("--epochs", None, "training epochs (default: the preset's)", {"type": positive_int}),
+    ("--batch-size", None, "utterances per step (default: the preset's)", {"type": positive_int}),
+    ("--lr", None, "learning rate (default: the preset's)", {"type": positive_float}),
     ("--seed", 0, "training seed", {"type": _integer}),
 ]
 

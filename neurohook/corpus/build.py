@@ -9,7 +9,6 @@ resumes where it stopped. The manifest (``manifest.csv``) is written last.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import logging
@@ -33,6 +32,7 @@ from neurohook.corpus.channels import apply_channel
 from neurohook.corpus.espeak import ESPEAK_RATE, Synthesizer
 from neurohook.corpus.plan import SIZES, UtteranceSpec, plan_corpus
 from neurohook.corpus.text import join_tokens, prompt_tokens
+from neurohook.data.manifest import RESERVED_COLUMNS, Manifest, Record
 
 __all__ = ["CORPUS_VERSION", "MANIFEST_COLUMNS", "SAMPLE_RATE", "build_corpus", "cache_dir", "default_corpus_dir"]
 
@@ -44,8 +44,9 @@ CORPUS_VERSION = 1
 SAMPLE_RATE = 16000
 MIN_SECONDS, MAX_SECONDS = 1.0, 6.0
 _PEAK = 0.8
+#: The manifest's columns, in file order (start and end stay empty: every file is one utterance).
 MANIFEST_COLUMNS: tuple[str, ...] = (
-    "utt_id", "path", "speaker", "gender", "language", "accent", "channel", "split",
+    "utt_id", "path", "start", "end", "speaker", "split", "gender", "language", "accent", "channel",
     "voice", "variant", "pitch", "pitch_range", "rate", "kind", "text", "duration", "events",
 )  # fmt: skip
 
@@ -163,11 +164,11 @@ def _check_build_info(out: Path, size: str, seed: int) -> None:
 
 
 def _write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
-    buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
+    """The corpus manifest, written by :meth:`neurohook.data.Manifest.write` (paths relative to it)."""
+    labels = [c for c in MANIFEST_COLUMNS if c not in RESERVED_COLUMNS]
+    records = [Record(r["utt_id"], path.parent / r["path"], speaker=r["speaker"], split=r["split"],
+                      labels={c: r[c] for c in labels}) for r in rows]
+    Manifest(records, labels).write(path)
 
 
 def build_corpus(

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from neurohook.atomic import atomic_open
+from neurohook.control import reinitialize
 from neurohook.errors import CheckpointError
 from neurohook.models.base import ProbeLayers, SpeechModel
 
@@ -99,13 +100,6 @@ def probe_layers(model: nn.Module, **kwargs: Any) -> ProbeLayers:
             f"probe_layers: {type(model).__name__} is not a neurohook model nor a torchaudio wav2vec2-style model; "
             "use neurohook.models.describe(model, example_input) to choose layers"
         ) from None
-
-
-def reinitialize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """A re-initialised deep copy of model (R.INIT baseline)."""
-    from neurohook.control import reinitialize as _reinit
-
-    return _reinit(model, seed)
 
 
 # ------------------------------------------------------------------------------------- describe

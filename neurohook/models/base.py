@@ -134,11 +134,5 @@ class SpeechModel(nn.Module):
         fn.__name__ = f"{self.name}:{layer}"
         return fn
 
-    def reinitialize(self, seed: int = 0) -> SpeechModel:
-        """A re-initialised deep copy (R.INIT baseline), via :func:`neurohook.control.reinitialize`."""
-        from neurohook.control import reinitialize
-
-        return reinitialize(self, seed)
-
     def extra_repr(self) -> str:
         return f"name={self.name!r}"

@@ -7,13 +7,12 @@
 - ``st-base`` / ``st-large``: Mockingjay masked-frame reconstruction; metric: held-out L1 loss.
 
 Python: ``train("adi-cnn", out="adi.pt")``; command line:
-``python -m neurohook.models.train adi-cnn --out adi.pt [--size small] [--corpus small] [--epochs N]``.
+``neurohook models train --model adi-cnn --out adi.pt [--size small] [--corpus small] [--epochs N]``.
 Training uses random fixed-length crops (``crop_seconds``); evaluation uses whole utterances.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import random
 import time
@@ -33,7 +32,7 @@ from neurohook.data.splits import speaker_disjoint_split
 from neurohook.models import build, save
 from neurohook.models.base import SpeechModel
 
-__all__ = ["PRESETS", "TrainConfig", "TrainResult", "classification_metrics", "main", "train", "train_steps"]
+__all__ = ["PRESETS", "TrainConfig", "TrainResult", "classification_metrics", "train", "train_steps"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -261,27 +260,3 @@ def evaluate(model: SpeechModel, cfg: TrainConfig, man: Manifest, test_ids: list
             tot += float(model.pretrain_loss(x, lens, generator=gen)) * x.shape[0]  # type: ignore[attr-defined]
             n += x.shape[0]
     return {"test_reconstruction_l1": tot / max(n, 1)}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m neurohook.models.train PRESET --out PATH [options]``."""
-    ap = argparse.ArgumentParser(prog="neurohook models train", description="Train a model preset on the built-in corpus.")
-    ap.add_argument("preset", choices=sorted(PRESETS))
-    ap.add_argument("--out", required=True, help="checkpoint path (.pt)")
-    ap.add_argument("--manifest", help="manifest CSV (default: the built-in corpus)")
-    ap.add_argument("--size", choices=["small", "paper"])
-    ap.add_argument("--corpus", choices=["tiny", "small", "medium", "large"])
-    ap.add_argument("--epochs", type=int)
-    ap.add_argument("--batch-size", type=int)
-    ap.add_argument("--lr", type=float)
-    ap.add_argument("--seed", type=int)
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    opts = {k: v for k, v in {"size": args.size, "corpus": args.corpus, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}.items() if v is not None}
-    result = train(args.preset, manifest=args.manifest, out=args.out, **opts)
-    _LOG.info("checkpoint %s; metrics %s", result.checkpoint, result.metrics)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from neurohook.errors import DataError
-from neurohook import ranking
+from neurohook import ranking, zscore
 from neurohook.verification.constants import ALL, DEFAULT_PERCENTAGES
 from neurohook.verification.trials import Trials
 from neurohook.verification.scoring import _check_values, _cosine, _dots_and_norms, _layer_slices, _trial_rows, layer_scores
@@ -75,48 +75,10 @@ def _default_probe_factory(seed: int) -> Any:
     return cls()
 
 
-def _zscore(x: np.ndarray) -> np.ndarray:
-    mu = x.mean(0)
-    sd = x.std(0)
-    return (x - mu) / np.where(sd > 0, sd, 1.0)
-
-
-def neuron_eer(
-    values: np.ndarray,
-    ids: Sequence[str],
-    layers: Any,
-    trials: Trials,
-    probe_values: np.ndarray,
-    probe_speakers: Sequence[Any],
-    *,
-    probe_factory: Callable[[int], Any] | None = None,
-    probe_ids: Sequence[str] | None = None,
-    speakers: Mapping[str, Any] | None = None,
-    layer: str | None = None,
-    layerwise: LayerwiseVerification | None = None,
-    percentages: Sequence[float] = DEFAULT_PERCENTAGES,
-    tolerance: float = 0.01,
-    runs: int = 1,
-    seed: int = 0,
-    standardize: bool = True,
-    steps: Sequence[float] | None = None,
-) -> NeuronVerification:
-    """Table 4: EER on trials with the top / random / bottom N% neurons of the best layer Lb.
-
-    values (N, D) / ids score the trials; probe_values (M, D) with probe_speakers (M,) — other
-    speakers than the trials' — train the proxy speaker-identification probe on Lb's columns
-    (z-normalised with their training statistics when ``standardize``, so |W| compares neurons on
-    one scale). ``probe_factory(seed)`` returns an unfitted estimator with ``fit(X, y)`` and
-    ``coef_`` (C, D_Lb), e.g. ``lambda seed: LogisticRegression(random_state=seed)``; the default is
-    ``neurohook.LinearProbe``. Neurons are ranked by :func:`neurohook.ranking.neuron_ordering` of
-    ``coef_`` and drawn with :func:`neurohook.ranking.select` (k = round(N% x D_Lb), at least 1).
-    Lb is ``layer``, else the lowest-EER recorded layer of ``layerwise`` (computed if not given).
-    The minimal set is the smallest N% whose top-N% EER is within ``tolerance`` (absolute, as a
-    fraction: 0.01 = one EER point) of EER(Lb). ``runs`` repeats probe training and random draws
-    with seeds seed, seed+1, ... and averages. ``probe_ids`` / ``speakers`` (trial id -> speaker)
-    are optional: when given, utterances / speakers shared with the trials are an error.
-    """
-    values = _check_values(values, ids)
+def _check_probe_inputs(values: np.ndarray, probe_values: Any, probe_speakers: Sequence[Any], trials: Trials,
+                        probe_ids: Sequence[str] | None, speakers: Mapping[str, Any] | None, runs: int,
+                        percentages: Sequence[float]) -> np.ndarray:
+    """probe_values (M, D) checked against values (N, D), and the proxy probe's speakers against the trials'."""
     probe_values = np.asarray(probe_values)
     if probe_values.ndim != 2 or probe_values.shape[1] != values.shape[1]:
         raise ValueError(f"probe_values must be (M, {values.shape[1]}) like values, got shape {probe_values.shape}")
@@ -140,6 +102,48 @@ def neuron_eer(
         shared_spk = sorted(map(str, trial_spk & set(probe_speakers)))
         if shared_spk:
             raise ValueError(f"the probe must be trained on other speakers than the trials'; shared: {shared_spk[:5]}")
+    return probe_values
+
+
+def neuron_eer(
+    values: np.ndarray,
+    ids: Sequence[str],
+    layers: Any,
+    trials: Trials,
+    probe_values: np.ndarray,
+    probe_speakers: Sequence[Any],
+    *,
+    probe_factory: Callable[[int], Any] | None = None,
+    probe_ids: Sequence[str] | None = None,
+    speakers: Mapping[str, Any] | None = None,
+    layer: str | None = None,
+    layerwise: LayerwiseVerification | None = None,
+    percentages: Sequence[float] = DEFAULT_PERCENTAGES,
+    tolerance: float = 0.01,
+    runs: int = 1,
+    seed: int = 0,
+    standardize: bool | None = None,
+    steps: Sequence[float] | None = None,
+) -> NeuronVerification:
+    """Table 4: EER on trials with the top / random / bottom N% neurons of the best layer Lb.
+
+    values (N, D) / ids score the trials; probe_values (M, D) with probe_speakers (M,) — other
+    speakers than the trials' — train the proxy speaker-identification probe on Lb's columns
+    (z-normalised with their training statistics when ``standardize``, so |W| compares neurons on
+    one scale; the default None does so only for a ``probe_factory``, as neurohook's LinearProbe
+    z-normalises its inputs itself). ``probe_factory(seed)`` returns an unfitted estimator with ``fit(X, y)`` and
+    ``coef_`` (C, D_Lb), e.g. ``lambda seed: LogisticRegression(random_state=seed)``; the default is
+    ``neurohook.LinearProbe``. Neurons are ranked by :func:`neurohook.ranking.neuron_ordering` of
+    ``coef_`` and drawn with :func:`neurohook.ranking.select` (k = round(N% x D_Lb), at least 1).
+    Lb is ``layer``, else the lowest-EER recorded layer of ``layerwise`` (computed if not given).
+    The minimal set is the smallest N% whose top-N% EER is within ``tolerance`` (absolute, as a
+    fraction: 0.01 = one EER point) of EER(Lb). ``runs`` repeats probe training and random draws
+    with seeds seed, seed+1, ... and averages. ``probe_ids`` / ``speakers`` (trial id -> speaker)
+    are optional: when given, utterances / speakers shared with the trials are an error.
+    """
+    values = _check_values(values, ids)
+    probe_values = _check_probe_inputs(values, probe_values, probe_speakers, trials, probe_ids, speakers, runs,
+                                       percentages)
     slices = _layer_slices(layers, values.shape[1])
     if layer is None:
         if layerwise is None:
@@ -159,8 +163,8 @@ def neuron_eer(
     eer_layer = eer_on(slice(None))
     factory = probe_factory or _default_probe_factory
     x_train = probe_values[:, start:end].astype(np.float64)
-    if standardize:
-        x_train = _zscore(x_train)
+    if standardize if standardize is not None else probe_factory is not None:  # LinearProbe normalises itself
+        x_train = zscore.standardize(x_train, *zscore.column_stats(x_train), dtype=np.float64)
     y_train = np.asarray([str(s) for s in probe_speakers])
     ks = [max(1, int(round(p * width / 100.0))) for p in percentages]
     top = np.empty((runs, len(ks)))
