@@ -89,6 +89,7 @@ def minimal_neuron_set(
     percentages: Sequence[float] = DEFAULT_PERCENTAGES,
     delta: float = 0.01,
     seed: int = 0,
+    draw_seed: int | None = None,
     **probe_params: Any,
 ) -> MinimalSet:
     """Retrain probes on the top and a random N% of ``order`` for each N; the smallest within delta of oracle.
@@ -100,7 +101,8 @@ def minimal_neuron_set(
     D = X_train.shape[1]
     percentages = sorted(float(p) for p in percentages)
     ks = [_count(p, D) for p in percentages]
-    shuffled = np.random.default_rng(seed).permutation(D)  # nested random sets: prefixes of one shuffle
+    # nested random sets: prefixes of one shuffle (from draw_seed, else seed; probes train with seed)
+    shuffled = np.random.default_rng(seed if draw_seed is None else draw_seed).permutation(D)
     cols = np.concatenate([order, shuffled])
     specs = [ProbeSpec(0, k, seed) for k in ks] + [ProbeSpec(D, D + k, seed) for k in ks]
     probes = fit_probes(X_train[:, cols], y_train, specs, **probe_params)

@@ -32,7 +32,8 @@ from neurohook.extract import extract
 from neurohook.features import Features
 from neurohook.paper import TASK_COLUMNS, TRAINED_FOR
 from neurohook.report import write_report
-from neurohook.study import analyze_model, write_results
+from neurohook.results import write_results
+from neurohook.study import analyze_model
 
 __all__ = ["run_demo", "DemoSize", "SIZES"]
 

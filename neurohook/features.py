@@ -18,6 +18,7 @@ from typing import Any, Mapping, Union
 
 import numpy as np
 from neurohook.atomic import atomic_open
+from neurohook.codec import decode, encode
 from neurohook.errors import FeaturesFileError
 
 __all__ = ["Features", "LayerSpan", "UtteranceId", "normalize_id", "read_provenance"]
@@ -186,17 +187,7 @@ class Features:
             {
                 "version": _FORMAT_VERSION,
                 "ids": self.ids,
-                "layers": [
-                    {
-                        "name": s.name,
-                        "start": s.start,
-                        "end": s.end,
-                        "pooling": s.pooling,
-                        "statistics": list(s.statistics),
-                        "unit_shape": list(s.unit_shape),
-                    }
-                    for s in self.layers
-                ],
+                "layers": [encode(span) for span in self.layers],
                 "unit_stat_names": sorted(set(self.unit_stat.tolist())),
             }
         )
@@ -248,10 +239,7 @@ class Features:
             info = json.loads(meta[_META_KEY])
             if info.get("version") != _FORMAT_VERSION:
                 raise FeaturesFileError(path, f"unsupported features format version {info.get('version')!r}")
-            layers = [
-                LayerSpan(d["name"], d["start"], d["end"], d["pooling"], tuple(d["statistics"]), tuple(d["unit_shape"]))
-                for d in info["layers"]
-            ]
+            layers = [decode(LayerSpan, d) for d in info["layers"]]
             names = info["unit_stat_names"]
             stats = np.array([names[i] for i in arrays["unit_stat"].tolist()], dtype=str)
             return cls(arrays["values"], info["ids"], layers, arrays["unit_layer"], arrays["unit_index"], stats)

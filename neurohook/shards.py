@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from neurohook.codec import decode
 from neurohook.errors import FeaturesFileError
 from neurohook.features import _META_KEY, Features, LayerSpan, _read_errors
 
@@ -60,8 +61,7 @@ class ShardedFeatures:
         names = metas[0]["unit_stat_names"]
         self._header = Features(  # the layer map, with no rows
             np.zeros((0, width), np.float32), [],
-            [LayerSpan(d["name"], d["start"], d["end"], d["pooling"], tuple(d["statistics"]), tuple(d["unit_shape"]))
-             for d in metas[0]["layers"]],
+            [decode(LayerSpan, d) for d in metas[0]["layers"]],
             first.get_tensor("unit_layer"), first.get_tensor("unit_index"),
             np.array([names[i] for i in first.get_tensor("unit_stat").tolist()], dtype=str))
         self.layers = self._header.layers

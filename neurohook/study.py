@@ -1,27 +1,22 @@
 """One model's full study from Features and a labelled manifest, as an entry of ``results.json``.
 
-``results.json`` holds ``{"neurohook_version", "models": {name: entry}}`` where an entry is
-``{"n_neurons", "layers", "layer_sizes", "analysis": AnalysisResult.to_dict(),
-"verification": {trial set: VerificationResult.to_dict()}}``; :mod:`neurohook.report` reads it.
+The entry's layout (and the results.json schema around it) is defined in :mod:`neurohook.results`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from neurohook.atomic import atomic_write_text
-from neurohook import __version__, verification
+from neurohook import verification
 from neurohook.analysis import analyze
 from neurohook.data.manifest import Manifest
-from neurohook.errors import ConfigError, DataError, ResultsFileError
+from neurohook.data.splits import seed_streams
+from neurohook.errors import ConfigError, DataError
 
-__all__ = ["analyze_model", "verify_model", "write_results", "read_results_file", "labels_of"]
+__all__ = ["analyze_model", "verify_model", "labels_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +48,13 @@ def analyze_model(
     sv: bool = False,
     rinit_features: Any = None,
     sv_trials: int = 2000,
+    split_column: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Layer-wise and neuron-level analysis of every task, plus optional SV, for one model.
 
-    ``tasks``: manifest columns, or ``{task name: column}`` (e.g. ``{"GC": "gender"}``). An SV step
+    ``tasks``: manifest columns, or ``{task name: column}`` (e.g. ``{"GC": "gender"}``);
+    ``split_column``: a manifest column of "train" / "test" fixing the split for every seed. An SV step
     that the data cannot support (too few speakers or utterances) is recorded as
     ``{"error": reason}`` under ``verification["SV"]`` and logged; the analysis is kept.
     """
@@ -70,6 +67,8 @@ def analyze_model(
     speakers = labels_of(manifest, speaker_column, ids) if speaker_column else None
     if sv and speakers is None:
         raise ConfigError("speaker verification needs a speaker column (--speaker-column)")
+    if split_column:
+        options["split"] = labels_of(manifest, split_column, ids)
     result = analyze(features, labels, speakers=speakers, rinit_features=rinit_features, **options)
     entry: dict[str, Any] = {
         "n_neurons": int(features.values.shape[1]),
@@ -79,16 +78,22 @@ def analyze_model(
         "verification": {},
     }
     if sv:
-        entry["verification"]["SV"] = verify_model(features, manifest, speaker_column, sv_trials)
+        seed = int(list(options.get("seeds", (0,)))[0])
+        entry["verification"]["SV"] = verify_model(features, manifest, speaker_column, sv_trials, seed=seed)
     return entry
 
 
-def verify_model(features: Any, manifest: Manifest, speaker_column: str, n_trials: int = 2000) -> dict[str, Any]:
-    """Layer-wise EER (and Table 4) of one model as a results entry, or ``{"error": reason}`` when it cannot run."""
+def verify_model(features: Any, manifest: Manifest, speaker_column: str, n_trials: int = 2000,
+                 seed: int = 0) -> dict[str, Any]:
+    """Layer-wise EER (and Table 4) of one model as a results entry, or ``{"error": reason}`` when it cannot run.
+
+    The speakers of the proxy probe and the trials are drawn from ``seed_streams(seed).trials``.
+    """
     ids = [str(u) for u in features.ids]
     try:
         speakers = labels_of(manifest, speaker_column, ids)
-        return _verify(features, speakers, labels_of_optional(manifest, "gender", ids), n_trials).to_dict()
+        return _verify(features, speakers, labels_of_optional(manifest, "gender", ids), n_trials,
+                       seed_streams(seed).trials).to_dict()
     except DataError as e:
         logger.warning("speaker verification could not run: %s (recorded in the results; the rest is kept)", e)
         return {"error": str(e)}
@@ -102,12 +107,13 @@ def labels_of_optional(manifest: Manifest, column: str, ids: Sequence[str]) -> d
         return None
 
 
-def _verify(features: Any, speakers: Mapping[str, str], genders: Mapping[str, str] | None, n_trials: int) -> Any:
+def _verify(features: Any, speakers: Mapping[str, str], genders: Mapping[str, str] | None, n_trials: int,
+            seed: int) -> Any:
     """Layer-wise EER on trials of half the speakers; Table 4 with a proxy probe trained on the other half."""
     spk = sorted(set(speakers.values()))
     if len(spk) < 2:
         raise DataError(f"speaker verification needs at least 2 speakers, the features have {len(spk)}")
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     probe_spk = set(rng.permutation(spk)[: len(spk) // 2].tolist())
     trial_ids = [u for u in features.ids if str(u) in speakers and speakers[str(u)] not in probe_spk]
     probe_ids = [u for u in features.ids if str(u) in speakers and speakers[str(u)] in probe_spk]
@@ -120,45 +126,7 @@ def _verify(features: Any, speakers: Mapping[str, str], genders: Mapping[str, st
     trials = verification.make_trials(
         [str(u) for u in trial_ids], [speakers[str(u)] for u in trial_ids],
         genders=[genders[str(u)] for u in trial_ids] if same_gender else None, same_gender=same_gender,
-        n_target=min(n_trials // 2, available), seed=0)
+        n_target=min(n_trials // 2, available), seed=seed)
     probe_features = features.select_ids(probe_ids) if len(probe_spk) >= 2 else None
     return verification.evaluate(features, trials, probe_features=probe_features,
                                  probe_speakers=[speakers[str(u)] for u in probe_ids] if probe_features is not None else None)
-
-
-def read_results_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The JSON object of a results file, ResultsFileError naming the file when it is not one.
-
-    A file written by :meth:`AnalysisResult.save` (``{"tasks": ...}``) becomes one model named after the file.
-    """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ResultsFileError(path, "no such file") from None
-    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise ResultsFileError(path, f"not a readable results file ({type(e).__name__}: {e})") from None
-    if isinstance(data, dict) and "models" not in data and isinstance(data.get("tasks"), dict):
-        data = {"models": {path.stem: {"analysis": data}}}
-    if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
-        raise ResultsFileError(path, "not a neurohook results file (expected a JSON object with a 'models' mapping)")
-    return data
-
-
-def write_results(
-    models: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[str], merge: bool = True, **extra: Any
-) -> Path:
-    """Write (or extend, when ``merge`` and the file exists) results.json atomically; returns its path.
-
-    ``extra`` top-level keys (e.g. the settings of the run) are stored beside ``models``. An existing
-    file that is not a results file raises ResultsFileError and is left as it is.
-    """
-    path = Path(path)
-    data: dict[str, Any] = {"neurohook_version": __version__, "models": {}}
-    if merge and path.exists():
-        data = read_results_file(path)
-        data["neurohook_version"] = __version__
-    data["models"].update(models)
-    data.update(extra)
-    atomic_write_text(path, json.dumps(data, indent=1))
-    return path

@@ -10,7 +10,8 @@ import torch
 
 from neurohook import control
 from neurohook.ablation import masked_accuracy, minimal_neuron_set
-from neurohook.analysis import AnalysisResult, analyze, overlap, train_test_split
+from neurohook.analysis import analyze, overlap, train_test_split
+from neurohook.results import AnalysisResult
 from neurohook.features import Features, LayerSpan
 from neurohook.probe import LinearProbe
 
@@ -161,8 +162,18 @@ def test_bad_inputs_raise_clear_errors():
         analyze(feats, np.where(np.arange(60) == 0, 9, y), seeds=(0,))
     with pytest.raises(ValueError, match=r"class\(es\) \[1, 2\] have only one utterance \(2 of 2 classes\)"):
         train_test_split(y[:2], 0.1)  # singletons: named as such, not as an empty test part
-    with pytest.raises(ValueError, match="empty test part"):
-        train_test_split(np.array([1, 1, 2, 2]), 0.1)
+    tr, te = train_test_split(np.array([1, 1, 2, 2]), 0.1)  # a class of two: one on each side, whatever test_size
+    assert sorted(np.array([1, 1, 2, 2])[te].tolist()) == [1, 2] and len(tr) == 2
     bad = Features(np.where(np.arange(120)[None, :] == 5, np.nan, feats.values), feats.ids, feats.layers)
     with pytest.raises(ValueError, match="NaN or Inf"):
         analyze(bad, y, seeds=(0,))
+
+
+def test_a_fixed_split_is_used_for_every_seed():
+    feats, y, _ = planted(n=120, width=30)
+    side = np.where(np.arange(120) % 4 == 0, "test", "train")
+    result = analyze(feats, y, seeds=(0, 1), split=side, epochs=3)
+    task = result.tasks["task"]
+    assert (task.n_train, task.n_test) == (90, 30)
+    with pytest.raises(ValueError, match="'train' or 'test'"):
+        analyze(feats, y, seeds=(0,), split=np.where(side == "test", "dev", side), epochs=1)

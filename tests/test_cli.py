@@ -43,6 +43,7 @@ def study(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_analyze_then_report_end_to_end(study, tmp_path):
     config = tmp_path / "run.toml"
     config.write_text('seeds = 2\n[analyze]\nepochs = 10\nlr = 0.01\n')
@@ -111,6 +112,7 @@ def tiny_corpus(tmp_path_factory) -> tuple[str, Path]:
     return r.stdout.strip().splitlines()[-1], root / "cache"
 
 
+@pytest.mark.slow
 def test_corpus_extract_analyze_report_with_a_built_in_model(tiny_corpus, tmp_path):
     manifest, cache = tiny_corpus
     run("extract", "--model", "adi-cnn", "--size", "small", "--manifest", manifest, "--out", str(tmp_path / "feats"),
@@ -127,6 +129,7 @@ def test_corpus_extract_analyze_report_with_a_built_in_model(tiny_corpus, tmp_pa
     assert f"| Acc (ALL) | {oracle:.2f} |" in (tmp_path / "report" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_torchrun_cli_extraction_equals_one_process(tiny_corpus, tmp_path):
     """Random-weight models are built from a fixed seed, so every rank (and a resumed run) has the same model."""
     manifest, cache = tiny_corpus
@@ -144,6 +147,7 @@ def test_torchrun_cli_extraction_equals_one_process(tiny_corpus, tmp_path):
     np.testing.assert_array_equal(two.values, one.values)
 
 
+@pytest.mark.slow
 def test_demo_smoke_run_writes_the_report(tmp_path):
     run("demo", "--size", "tiny", "--out", str(tmp_path / "demo"), cache=tmp_path / "cache", cwd=tmp_path)
     results = json.loads((tmp_path / "demo" / "results.json").read_text())

@@ -163,3 +163,16 @@ def test_pitch_separates_genders(built: tuple[Path, Path]) -> None:
     assert np.median(male) < 140 < np.median(female)
     correct = (male < 150).sum() + (female >= 150).sum()
     assert correct / (len(male) + len(female)) >= 0.9
+
+
+@pytest.mark.parametrize("size", ["tiny", "small"])
+def test_the_split_column_holds_test_speakers_of_every_language_and_accent(size):
+    specs = plan_corpus(size, 0)
+    test = {s.speaker.speaker for s in specs if s.split == "test"}
+    train = {s.speaker.speaker for s in specs if s.split == "train"}
+    assert test and not test & train  # speaker-disjoint
+    for lang in LANGUAGES:
+        assert {s.speaker.speaker for s in specs if s.speaker.language == lang} & test, lang
+    if size == "small":  # two speakers per English accent: one of each on the test side
+        for accent in ENGLISH_ACCENTS:
+            assert {s.speaker.speaker for s in specs if s.speaker.accent == accent} & test, accent

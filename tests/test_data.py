@@ -299,3 +299,23 @@ def test_split_refuses_class_with_one_speaker() -> None:
     man = split_manifest(n_spk=3)  # gender f: speaker s1 only
     with pytest.raises(SplitError, match="'f'"):
         speaker_disjoint_split(man, "gender")
+
+
+def test_seed_streams_are_reproducible_and_independent():
+    from neurohook.data.splits import seed_streams
+
+    a, b = seed_streams(0), seed_streams(1)
+    assert seed_streams(0) == a and a != b
+    assert len(set(a)) == len(a)  # no two purposes of one seed share a stream
+    draws = [np.random.default_rng(s).permutation(50) for s in a]
+    assert all(not np.array_equal(draws[0], d) for d in draws[1:])
+
+
+def test_one_rule_picks_every_test_side():
+    from neurohook.data.splits import pick_test_groups
+
+    rng = np.random.default_rng(0)
+    test = pick_test_groups({"a": ["s1", "s2"], "b": ["s3"], "c": [f"t{i}" for i in range(10)]}, 0.25, rng)
+    assert len(test & {"s1", "s2"}) == 1 and "s3" not in test and len(test & {f"t{i}" for i in range(10)}) == 2
+    assert pick_test_groups({"a": ["x", "y", "z"]}, 0.1, rng, minimum=2) <= {"x", "y", "z"}
+    assert len(pick_test_groups({"a": ["x", "y", "z"]}, 0.1, rng, minimum=2)) == 2

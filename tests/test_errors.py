@@ -157,6 +157,7 @@ def test_other_inputs_name_what_is_wrong(corpus, tmp_path, capsys):
     assert_one_line(code, err, "--pooling", "median")
 
 
+@pytest.mark.slow
 def test_the_thread_count_is_bounded_and_checked():
     from neurohook import ranking
 

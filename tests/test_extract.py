@@ -96,6 +96,7 @@ def test_sharded_extraction_equals_one_recorder_pass(corpus, tmp_path):
     assert_same(got, reference(corpus))
 
 
+@pytest.mark.slow
 def test_killed_extraction_resumes_to_identical_features(corpus, tmp_path):
     out = tmp_path / "out"
     proc = run_toy(corpus, out, delay=0.4)
@@ -116,6 +117,7 @@ def test_killed_extraction_resumes_to_identical_features(corpus, tmp_path):
     assert_same(Features.load(out / "features.npz"), reference(corpus))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
                     reason="torchrun is not installed")
 def test_torchrun_two_processes_equal_one(corpus, tmp_path):

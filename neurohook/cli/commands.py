@@ -128,7 +128,8 @@ def load_features(path: str, flag: str) -> Any:
 def cmd_analyze(args: argparse.Namespace) -> int:
     require(args, "features", "manifest", "tasks")
     from neurohook.data.manifest import read_manifest
-    from neurohook.study import analyze_model, read_results_file, verify_model, write_results
+    from neurohook.results import read_results_file, write_results
+    from neurohook.study import analyze_model, verify_model
 
     check_writable_file(args.out, "--out")  # before hours of work, not after
     if Path(args.out).exists():
@@ -138,14 +139,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     rinit = load_features(args.rinit_features, "--rinit-features") if args.rinit_features else None
     name = args.model_name or Path(args.features).resolve().with_suffix("").name
     speakers = args.speaker_column or None
-    entry = analyze_model(feats, manifest, args.tasks, speaker_column=speakers, sv=False,
+    entry = analyze_model(feats, manifest, args.tasks, speaker_column=speakers, sv=False, split_column=args.split_column,
                           rinit_features=rinit, seeds=tuple(range(args.seeds)), test_size=args.test_size,
                           epochs=args.epochs, lr=args.lr, l1=args.l1, l2=args.l2)
     path = write_results({name: entry}, args.out)  # what is finished is written before the optional step
     if args.sv:
         if speakers is None:
             raise UserError("--sv needs --speaker-column (the analysis is saved in " + str(path) + ")")
-        entry["verification"]["SV"] = verify_model(feats, manifest, speakers)
+        entry["verification"]["SV"] = verify_model(feats, manifest, speakers, seed=0)
         write_results({name: entry}, args.out)
     print(path)
     return 0

@@ -126,6 +126,8 @@ ANALYZE: list[Option] = [
     ("--tasks", None, "label columns to probe, e.g. gender language accent channel", {"nargs": "+", "type": text}),
     ("--speaker-column", "speaker", "column naming the speaker: splits are speaker-disjoint and SV "
                                     "trials are drawn from it (empty string: none)", {"type": text}),
+    ("--split-column", None, "manifest column of train/test per utterance: that split for every seed "
+                             "(default: a speaker-disjoint split drawn per seed)", {"type": text}),
     ("--sv", False, "also run speaker verification (layer-wise EER) on trials drawn from the speakers",
      {"action": "store_true"}),
     ("--rinit-features", None, "features of the same model with re-initialised weights (R.INIT baseline)",

@@ -36,11 +36,11 @@ from neurohook.data.manifest import RESERVED_COLUMNS, Manifest, Record
 
 __all__ = ["CORPUS_VERSION", "MANIFEST_COLUMNS", "SAMPLE_RATE", "build_corpus", "cache_dir", "default_corpus_dir"]
 
-_LOG = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: Bump when the audio or labels a (size, seed) gives would change.
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2  # 2: the split column is stratified by language and accent at every size
 SAMPLE_RATE = 16000
 MIN_SECONDS, MAX_SECONDS = 1.0, 6.0
 _PEAK = 0.8
@@ -192,7 +192,7 @@ def build_corpus(
     manifest = out / "manifest.csv"
     specs = plan_corpus(size, seed)
     if manifest.is_file() and all((out / s.relpath).is_file() for s in specs):
-        _LOG.info("corpus %s already built (%d utterances)", out, len(specs))
+        logger.info("corpus %s already built (%d utterances)", out, len(specs))
         return manifest
     for stale in out.glob("audio/*/.*.tmp"):  # from an interrupted build
         stale.unlink(missing_ok=True)
@@ -223,7 +223,7 @@ def build_corpus(
     _write_manifest(manifest, [rows[s.utt_id] for s in specs])
     wall = time.perf_counter() - t0
     audio_s = sum(float(r["duration"]) for r in rows.values())
-    _LOG.info(
+    logger.info(
         "built corpus %s: %d utterances, %.1f s of audio in %.1f s with %d process(es)",
         out, len(specs), audio_s, wall, workers,
     )  # fmt: skip

@@ -23,7 +23,7 @@ import numpy as np
 
 __all__ = ["ESPEAK_RATE", "Event", "EspeakError", "Synthesis", "Synthesizer", "data_path", "voice_exists"]
 
-_LOG = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: eSpeak NG's output sample rate.
 ESPEAK_RATE = 22050
@@ -187,7 +187,7 @@ class Synthesizer:
                 self._lib = None
                 if not Synthesizer._warned_unload and _mapped(self._lib_path):
                     Synthesizer._warned_unload = True
-                    _LOG.warning("libespeak-ng stayed loaded after dlclose: synthesis may not be bit-reproducible")
+                    logger.warning("libespeak-ng stayed loaded after dlclose: synthesis may not be bit-reproducible")
         finally:
             _LOCK.release()
 

@@ -11,6 +11,9 @@ import random
 import zlib
 from dataclasses import dataclass
 
+import numpy as np
+
+from neurohook.data.splits import pick_test_groups
 from neurohook.corpus.channels import CHANNELS
 from neurohook.corpus.text import LANGUAGES
 
@@ -119,18 +122,19 @@ def make_speaker(language: str, k: int, seed: int) -> Speaker:
 
 
 def _test_speakers(speakers: list[Speaker], seed: int) -> set[str]:
-    """Speaker-disjoint test side: a quarter (>= 1) of each (accent, gender) group with >= 2 speakers."""
+    """Speaker-disjoint test side, stratified by language and accent: a quarter (>= 1) of each group.
+
+    Groups of one speaker (an accent with a single speaker at small sizes) are pooled per language,
+    so every language has test speakers at every size.
+    """
     groups: dict[tuple[str, str], list[str]] = {}
     for s in speakers:
-        groups.setdefault((s.accent, s.gender), []).append(s.speaker)
-    test: set[str] = set()
-    for key in sorted(groups):
-        names = sorted(groups[key])
+        groups.setdefault((s.language, s.accent), []).append(s.speaker)
+    strata = {key: names for key, names in groups.items() if len(names) >= 2}
+    for (language, _), names in groups.items():
         if len(names) < 2:
-            continue
-        random.Random(derive_seed("split", seed, *key)).shuffle(names)
-        test.update(names[: max(1, len(names) // 4)])
-    return test
+            strata.setdefault((language, "pooled"), []).extend(names)
+    return pick_test_groups(strata, 0.25, np.random.default_rng(derive_seed("split", seed)))
 
 
 def plan_corpus(size: str, seed: int) -> list[UtteranceSpec]:

@@ -33,7 +33,7 @@ __all__ = [
     "to_mono",
 ]
 
-_LOG = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
 OnError = Literal["skip", "raise"]
 
@@ -179,7 +179,7 @@ class ErrorPolicy:
         if self.on_error == "raise":
             raise error
         self.failures.append((utt_id, str(error)))
-        _LOG.debug("skipping %s: %s", utt_id, error)
+        logger.debug("skipping %s: %s", utt_id, error)
 
     @property
     def skipped(self) -> int:
@@ -191,4 +191,4 @@ class ErrorPolicy:
         if not self.failures:
             return
         first = "; ".join(f"{u}: {r}" for u, r in self.failures[:5])
-        _LOG.warning("skipped %d unreadable utterance(s); first: %s", len(self.failures), first)
+        logger.warning("skipped %d unreadable utterance(s); first: %s", len(self.failures), first)

@@ -23,7 +23,7 @@ from neurohook.data.manifest import Manifest
 
 __all__ = ["AudioDataset", "AudioLoader", "BucketBatchSampler", "collate_padded", "make_loader", "pad_batch"]
 
-_LOG = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class AudioDataset(Dataset):

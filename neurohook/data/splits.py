@@ -1,18 +1,74 @@
-"""Seeded train/test splits: stratified by a label, speaker-disjoint, balanced per class."""
+"""Every train/test split of neurohook, and the random streams of one analysis seed.
+
+- :func:`seed_streams`: one ``numpy.random.SeedSequence`` per seed spawns an independent seed for
+  each random purpose (the split, the control labels, the random masks, the minimal-set draws, the
+  SV trials), so that no two purposes share a random stream.
+- :func:`pick_test_groups`: the one rule that chooses a test side: from each stratum of groups (the
+  speakers of a class, or its utterances), a seeded ``test_size`` share, at least one of a stratum of
+  two or more, never all of it.
+- :func:`train_test_split` (row indices; stratified, or speaker-disjoint), :func:`speaker_disjoint_split`
+  (a manifest, optionally class-balanced), :func:`speaker_holdout` (unseen test speakers) and
+  :func:`balance` build on it; the built-in corpus's ``split`` column does too.
+
+Example::
+
+    train, test = train_test_split(labels, test_size=0.4, seed=seed_streams(0).split, speakers=speakers)
+"""
 
 from __future__ import annotations
 
 import logging
 import random
-from collections import Counter, defaultdict
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from neurohook.errors import DataError
 from neurohook.data.manifest import Manifest
 
-__all__ = ["Split", "SplitError", "balance", "speaker_disjoint_split"]
+__all__ = ["SeedStreams", "Split", "SplitError", "balance", "pick_test_groups", "seed_streams", "speaker_disjoint_split",
+           "speaker_holdout", "train_test_split"]
 
-_LOG = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
+
+
+class SeedStreams(NamedTuple):
+    """Independent seeds (unsigned 32-bit integers) for each random purpose of one analysis seed."""
+
+    split: int
+    control: int
+    masks: int
+    minimal: int
+    trials: int
+
+
+def seed_streams(seed: int) -> SeedStreams:
+    """The purposes' seeds spawned from ``numpy.random.SeedSequence(seed)`` (same seed, same streams)."""
+    children = np.random.SeedSequence(seed).spawn(len(SeedStreams._fields))
+    return SeedStreams(*(int(c.generate_state(1)[0]) for c in children))
+
+
+def pick_test_groups(strata: Mapping[Any, Sequence[Any]], test_size: float, rng: np.random.Generator,
+                     minimum: int = 1) -> set[Any]:
+    """Groups on the test side: from each stratum of n >= 2 groups, ``min(n - 1, max(minimum, round(test_size * n)))``.
+
+    Strata are visited in sorted order and their groups shuffled by ``rng``, so a seed gives one split.
+    A stratum of one group stays on the training side.
+    """
+    if not 0 < test_size < 1:
+        raise ValueError(f"test_size must be in (0, 1), got {test_size}")
+    test: set[Any] = set()
+    for key in sorted(strata, key=str):
+        groups = sorted(strata[key], key=str)
+        if len(groups) < 2:
+            continue
+        order = rng.permutation(len(groups))
+        k = min(len(groups) - 1, max(minimum, int(round(test_size * len(groups)))))
+        test.update(groups[i] for i in order[:k])
+    return test
 
 
 class SplitError(DataError):
@@ -71,46 +127,87 @@ def speaker_disjoint_split(
 ) -> Split:
     """Split so no speaker is on both sides, each class on both sides, optionally class-balanced.
 
-    Speakers are stratified by their most frequent ``label`` value (ties: the smallest value) and,
-    within each stratum, a seeded ``test_fraction`` of them (at least one) goes to test. Without a
-    ``speaker`` column every utterance is its own speaker. With ``balanced`` each side keeps the
-    same number of utterances per class. Raises :class:`SplitError` when a class cannot be on both
-    sides (e.g. all its utterances come from one speaker).
+    The speaker-disjoint :func:`train_test_split` of the manifest's ``label`` and ``speaker`` columns
+    (without a speaker, every utterance is its own). With ``balanced`` each side keeps the same number
+    of utterances per class. Raises :class:`SplitError` when a class cannot be on both sides (e.g. all
+    its utterances come from one speaker).
     """
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    rng = random.Random(seed)
-    spk_counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for r in manifest:
-        spk_counts[r.speaker or r.utt_id][r.label(label)] += 1
-    strata: dict[str, list[str]] = defaultdict(list)
-    for spk, counts in spk_counts.items():
-        top = max(counts.values())
-        strata[min(c for c, k in counts.items() if k == top)].append(spk)
-    test_spk: set[str] = set()
-    for cls in sorted(strata):
-        spks = sorted(strata[cls])
-        rng.shuffle(spks)
-        if len(spks) < 2:
-            _LOG.debug("class %r: only speaker %s; it goes to train", cls, spks)
-            continue
-        k = min(len(spks) - 1, max(1, round(test_fraction * len(spks))))
-        test_spk.update(spks[:k])
-    train_ids = [r.utt_id for r in manifest if (r.speaker or r.utt_id) not in test_spk]
-    test_ids = [r.utt_id for r in manifest if (r.speaker or r.utt_id) in test_spk]
-    classes = set(manifest.labels(label))
-    problems = []
-    for side, ids in (("train", train_ids), ("test", test_ids)):
-        missing = classes - {manifest[u].label(label) for u in ids}
-        if missing:
-            problems.append(f"{side} side has no utterance of class(es) {sorted(missing)}")
-    if problems:
-        detail = {c: len(v) for c, v in sorted(strata.items())}
-        raise SplitError(
-            f"cannot split {label!r} speaker-disjointly: {'; '.join(problems)} "
-            f"(speakers per class: {detail}; each class needs >= 2 speakers)"
-        )
+    ids = manifest.ids
+    labels = np.array(manifest.labels(label), dtype=object).astype(str)
+    speakers = np.array([r.speaker or r.utt_id for r in manifest], dtype=object).astype(str)
+    try:
+        tr, te = train_test_split(labels, test_fraction, seed, speakers)
+    except DataError as e:
+        raise SplitError(f"cannot split {label!r} speaker-disjointly: {e}") from None
+    train_ids, test_ids = [ids[i] for i in tr], [ids[i] for i in te]
     if balanced:
         train_ids = balance(manifest.select(train_ids), label, seed)
         test_ids = balance(manifest.select(test_ids), label, seed + 1)
     return Split(train_ids, test_ids)
+
+
+def speaker_holdout(manifest: Manifest, test_fraction: float = 0.2, seed: int = 0, minimum: int = 2) -> Split:
+    """Unseen test speakers (for speaker ID / verification): a seeded share of all speakers, at least ``minimum``."""
+    speakers = sorted({r.speaker or r.utt_id for r in manifest})
+    test = pick_test_groups({"all": speakers}, test_fraction, np.random.default_rng(seed), minimum)
+    return Split([r.utt_id for r in manifest if (r.speaker or r.utt_id) not in test],
+                 [r.utt_id for r in manifest if (r.speaker or r.utt_id) in test])
+
+
+def train_test_split(
+    labels: Any, test_size: float = 0.4, seed: int = 0, speakers: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, test) of a stratified split of labels (N,); speaker-disjoint when speakers (N,) given.
+
+    Stratified: each class contributes ``test_size`` of its rows to the test part. Speaker-disjoint:
+    whole speakers go to one side, chosen per class of the speaker's most frequent label (ties: the
+    smallest). Either way :func:`pick_test_groups` draws the test side (at least one of a class with
+    two or more, never all of them).
+    """
+    labels = np.asarray(labels)
+    if not 0 < test_size < 1:
+        raise ValueError(f"test_size must be in (0, 1), got {test_size}")
+    rng = np.random.default_rng(seed)
+    if speakers is None:
+        groups = np.arange(len(labels))  # every utterance its own group
+    else:
+        speakers = np.asarray(speakers)
+        if len(speakers) != len(labels):
+            raise ValueError(f"speakers has {len(speakers)} entries but labels has {len(labels)}")
+        groups = np.unique(speakers, return_inverse=True)[1]
+    strata: dict[Any, list[int]] = {}
+    for g in np.unique(groups):
+        strata.setdefault(_mode(labels[groups == g]), []).append(int(g))
+    test = np.isin(groups, sorted(pick_test_groups(strata, test_size, rng)))
+    _check_splittable(labels, speakers)
+    train_idx, test_idx = np.flatnonzero(~test), np.flatnonzero(test)
+    if len(train_idx) == 0 or len(test_idx) == 0:
+        raise DataError(f"the split left an empty {'training' if len(train_idx) == 0 else 'test'} part "
+                         f"({len(labels)} utterances, test_size={test_size}{', by speaker' if speakers is not None else ''})")
+    for part, idx in (("training", train_idx), ("test", test_idx)):
+        missing = sorted(set(np.unique(labels).tolist()) - set(np.unique(labels[idx]).tolist()))
+        if missing:
+            raise DataError(f"class(es) {missing[:5]} absent from the {part} split: give more utterances of them"
+                             f"{' or more speakers' if speakers is not None else ''}")
+    return train_idx, test_idx
+
+
+def _check_splittable(labels: np.ndarray, speakers: np.ndarray | None) -> None:
+    """DataError naming the classes with fewer than 2 utterances (or speakers): one is needed per part."""
+    if speakers is None:
+        classes, counts = np.unique(labels, return_counts=True)
+        unit = "utterance"
+    else:
+        pairs = np.unique(np.stack([labels.astype(str), speakers.astype(str)]), axis=1)
+        classes, counts = np.unique(pairs[0], return_counts=True)
+        unit = "speaker"
+    few = classes[counts < 2].tolist()
+    if few:
+        raise DataError(f"class(es) {few[:5]} have only one {unit} ({len(few)} of {len(classes)} classes): each "
+                        f"class needs at least 2 {unit}s, one for training and one for testing; drop or merge them")
+
+
+def _mode(values: np.ndarray) -> Any:
+    """The most frequent value (the smallest on ties)."""
+    u, c = np.unique(values, return_counts=True)
+    return u[np.argmax(c)]

@@ -25,7 +25,7 @@ from neurohook.pooling import STATISTICS, RunningPool, check_pooling
 
 __all__ = ["Recorder"]
 
-_LOG = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass

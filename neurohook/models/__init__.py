@@ -42,7 +42,7 @@ __all__ = [
     "save",
 ]
 
-_LOG = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: The paper's architectures (section 4.1, Appendix A).
 BUILTIN: tuple[str, ...] = ("adi-cnn", "sre-cnn", "st-base", "st-large")
@@ -161,7 +161,7 @@ def describe(model: nn.Module, example_input: Tensor | tuple[Any, ...], *, leave
         model.train(was_training)
     order = [n for n, _ in model.named_modules() if n in seen]
     infos = [LayerInfo(n, *seen[n]) for n in order]
-    _LOG.info("describe: %d of %d modules ran", len(infos), sum(1 for _ in model.named_modules()) - 1)
+    logger.info("describe: %d of %d modules ran", len(infos), sum(1 for _ in model.named_modules()) - 1)
     return infos
 
 
@@ -183,7 +183,7 @@ def save(model: SpeechModel, path: str | os.PathLike[str], *, metrics: dict[str,
     }
     with atomic_open(path, "wb") as f:
         torch.save(payload, f)
-    _LOG.info("saved %s to %s", model.name, path)
+    logger.info("saved %s to %s", model.name, path)
     return path
 
 

@@ -15,7 +15,7 @@ from neurohook.lengths import frame_mask, full_lengths
 
 __all__ = ["ProbeLayers", "SpeechModel", "UtteranceCMVN", "masked_stats"]
 
-_LOG = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from neurohook.models.base import ProbeLayers, SpeechModel, UtteranceCMVN, maske
 
 __all__ = ["CNN_SIZES", "ConvBlock", "SpeechCNN"]
 
-_LOG = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: Widths per size: conv filters (4), FC units (2).
 CNN_SIZES: dict[str, dict[str, Any]] = {

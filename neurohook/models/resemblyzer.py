@@ -33,7 +33,7 @@ from neurohook.models.base import ProbeLayers, SpeechModel
 
 __all__ = ["INSTALL_HINT", "ResemblyzerEncoder", "ResemblyzerMel", "WeightsNotFoundError", "build_resemblyzer", "weights_path"]
 
-_LOG = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install --no-deps resemblyzer"
 
@@ -175,6 +175,6 @@ def build_resemblyzer(pretrained: bool = True, **kwargs: Any) -> ResemblyzerEnco
         path = weights_path()
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         model.load_reference_state(ckpt["model_state"])
-        _LOG.info("resemblyzer: loaded pretrained weights from %s (step %s)", path, ckpt.get("step"))
+        logger.info("resemblyzer: loaded pretrained weights from %s (step %s)", path, ckpt.get("step"))
     model.eval()
     return model

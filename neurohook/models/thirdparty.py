@@ -28,7 +28,7 @@ from neurohook.models.base import ProbeLayers, SpeechModel
 
 __all__ = ["BUNDLES", "TORCHAUDIO_MODELS", "DiscoveredLayers", "TorchaudioSSL", "conv_lengths", "discover", "build_torchaudio"]
 
-_LOG = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: Builders of the supported torchaudio architectures (random weights).
 TORCHAUDIO_MODELS: dict[str, Callable[[], nn.Module]] = {
@@ -150,7 +150,7 @@ class TorchaudioSSL(SpeechModel):
         lens = self.valid_lengths(waves, lengths)
         lens = None if lengths is None else lens
         if self.name in NO_LENGTHS and lens is not None:
-            _LOG.debug("%s: running without lengths (torchaudio fails with them; pytorch/audio#3700)", self.name)
+            logger.debug("%s: running without lengths (torchaudio fails with them; pytorch/audio#3700)", self.name)
             lens = None
         out = self.model(waves, lens)
         return out[0] if isinstance(out, tuple) else out

@@ -28,13 +28,13 @@ from torch import Tensor, nn
 from neurohook.data.audio import load_record
 from neurohook.data.batching import pad_batch
 from neurohook.data.manifest import Manifest, read_manifest
-from neurohook.data.splits import speaker_disjoint_split
+from neurohook.data.splits import speaker_disjoint_split, speaker_holdout
 from neurohook.models import build, save
 from neurohook.models.base import SpeechModel
 
 __all__ = ["PRESETS", "TrainConfig", "TrainResult", "classification_metrics", "train", "train_steps"]
 
-_LOG = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -159,11 +159,9 @@ def _split(manifest: Manifest, cfg: TrainConfig, label: str) -> tuple[list[str],
         splits = {r.split for r in manifest}
         if {"train", "test"} <= splits:
             return [r.utt_id for r in manifest if r.split == "train"], [r.utt_id for r in manifest if r.split == "test"]
-        spk = sorted({r.speaker for r in manifest})
-        random.Random(cfg.seed).shuffle(spk)
-        test = set(spk[: max(2, int(len(spk) * cfg.test_fraction))])
-        return [r.utt_id for r in manifest if r.speaker not in test], [r.utt_id for r in manifest if r.speaker in test]
-    split = speaker_disjoint_split(manifest, label, test_fraction=cfg.test_fraction, seed=cfg.seed, balanced=False)
+        split = speaker_holdout(manifest, cfg.test_fraction, cfg.seed, minimum=2)
+    else:
+        split = speaker_disjoint_split(manifest, label, test_fraction=cfg.test_fraction, seed=cfg.seed, balanced=False)
     return list(split.train), list(split.test)
 
 
@@ -203,7 +201,7 @@ def train(
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    _LOG.info("%s: %d train / %d test utterances, %d classes, %d parameters", cfg.model, len(train_ids), len(test_ids), len(classes), sum(p.numel() for p in model.parameters()))
+    logger.info("%s: %d train / %d test utterances, %d classes, %d parameters", cfg.model, len(train_ids), len(test_ids), len(classes), sum(p.numel() for p in model.parameters()))
     losses: list[float] = []
     for epoch in range(cfg.epochs):
         model.train()
@@ -222,14 +220,14 @@ def train(
             total += loss.item()
             batches += 1
         losses.append(total / max(batches, 1))
-        _LOG.info("%s epoch %d/%d: loss %.4f (%.0f s)", cfg.model, epoch + 1, cfg.epochs, losses[-1], time.perf_counter() - t0)
+        logger.info("%s epoch %d/%d: loss %.4f (%.0f s)", cfg.model, epoch + 1, cfg.epochs, losses[-1], time.perf_counter() - t0)
     metrics = evaluate(model, cfg, man, test_ids, audio, classes, label)
     if cfg.task == "accent":  # fit on (up to 200) training utterances, to tell under- from over-fitting
         seen = evaluate(model, cfg, man, train_ids[:200], audio, classes, label)
         metrics["train_accuracy"] = seen["accuracy"]
     metrics["train_seconds"] = time.perf_counter() - t0
     metrics["final_train_loss"] = losses[-1] if losses else float("nan")
-    _LOG.info("%s: %s", cfg.model, metrics)
+    logger.info("%s: %s", cfg.model, metrics)
     path = save(model, out, metrics=metrics, extra={"train_config": asdict(cfg), "classes": classes}) if out is not None else None
     return TrainResult(model.eval(), path, metrics, losses, metrics["train_seconds"])
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 
-from neurohook.analysis import TaskResult
+from neurohook.results import TaskResult
 from neurohook.verification import ALL as SV_ALL
 from neurohook.paper import COMPLEX_TASKS, DIALECT_HINTS, GAP, SIMPLE_TASKS, SMALL_SET, SPEAKER_HINTS
 from neurohook.report.loading import ModelResults, Study

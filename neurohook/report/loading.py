@@ -7,8 +7,8 @@ from typing import Any, Mapping
 
 
 from neurohook.errors import ResultsFileError
-from neurohook.study import read_results_file
-from neurohook.analysis import AnalysisResult, TaskResult
+from neurohook.results import read_results_file
+from neurohook.results import AnalysisResult, TaskResult
 from neurohook.verification import VerificationResult
 from neurohook.paper import PAPER_TASKS
 from neurohook.report.document import Results

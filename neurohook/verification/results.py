@@ -1,38 +1,18 @@
-"""Result classes of speaker verification, JSON-ready (``to_dict`` / ``from_dict``)."""
+"""Result classes of speaker verification, JSON-ready through :mod:`neurohook.codec` (``to_dict`` / ``from_dict``)."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any
 
+from neurohook.codec import JSONResult
 
 
 __all__ = ["LayerEER", "LayerwiseVerification", "NeuronSubsetEER", "NeuronVerification", "VerificationResult"]
 
 
-
-class _Serialisable:
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (nested dataclasses become dicts, tuples lists)."""
-        return json.loads(json.dumps(asdict(self)))  # type: ignore[call-overload]
-
-    def to_json(self, indent: int | None = 2) -> str:
-        """The result as a JSON string."""
-        return json.dumps(self.to_dict(), indent=indent)
-
-    @classmethod
-    def from_json(cls, text: str) -> Any:
-        """Inverse of :meth:`to_json`."""
-        return cls.from_dict(json.loads(text))  # type: ignore[attr-defined]
-
-
-def _pair(v: Any) -> tuple[float, float] | None:
-    return None if v is None else (float(v[0]), float(v[1]))
-
-
 @dataclass
-class LayerEER(_Serialisable):
+class LayerEER(JSONResult):
     """EER and normalised minDCF of one layer (or ALL); eer_ci is the bootstrap interval if asked for."""
 
     name: str
@@ -41,14 +21,9 @@ class LayerEER(_Serialisable):
     min_dcf: float
     eer_ci: tuple[float, float] | None = None
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LayerEER":
-        """Inverse of :meth:`to_dict`."""
-        return cls(str(d["name"]), int(d["n_neurons"]), float(d["eer"]), float(d["min_dcf"]), _pair(d.get("eer_ci")))
-
 
 @dataclass
-class LayerwiseVerification(_Serialisable):
+class LayerwiseVerification(JSONResult):
     """Layer-wise SV results (Figure 5): each recorded layer in map order, then ALL."""
 
     layers: list[LayerEER]
@@ -72,23 +47,9 @@ class LayerwiseVerification(_Serialisable):
         """EER per layer name, ALL included."""
         return {e.name: e.eer for e in self.layers}
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LayerwiseVerification":
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            [LayerEER.from_dict(e) for e in d["layers"]],
-            str(d["best_layer"]),
-            int(d["n_trials"]),
-            int(d["n_target"]),
-            int(d["n_nontarget"]),
-            float(d.get("p_target", 0.01)),
-            float(d.get("c_miss", 1.0)),
-            float(d.get("c_fa", 1.0)),
-        )
-
 
 @dataclass
-class NeuronSubsetEER(_Serialisable):
+class NeuronSubsetEER(JSONResult):
     """EER with the top / random / bottom N% neurons of a layer: means (and std) over runs."""
 
     percent: float
@@ -100,14 +61,9 @@ class NeuronSubsetEER(_Serialisable):
     eer_random_std: float = 0.0
     eer_bottom_std: float = 0.0
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "NeuronSubsetEER":
-        """Inverse of :meth:`to_dict`."""
-        return cls(**{k: (int(v) if k == "n_neurons" else float(v)) for k, v in d.items()})
-
 
 @dataclass
-class NeuronVerification(_Serialisable):
+class NeuronVerification(JSONResult):
     """Neuron-level SV (Table 4) on the best layer Lb; neuron indices are columns of the full values."""
 
     layer: str
@@ -142,38 +98,11 @@ class NeuronVerification(_Serialisable):
             row.update({"EER_t": 100 * s.eer_top, "EER_r": 100 * s.eer_random, "EER_b": 100 * s.eer_bottom})
         return row
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "NeuronVerification":
-        """Inverse of :meth:`to_dict`."""
-        acc = d.get("probe_train_accuracy")
-        mp = d.get("minimal_percent")
-        return cls(
-            str(d["layer"]),
-            int(d["layer_start"]),
-            int(d["layer_end"]),
-            float(d["eer_layer"]),
-            [NeuronSubsetEER.from_dict(s) for s in d["subsets"]],
-            float(d["tolerance"]),
-            None if mp is None else float(mp),
-            [int(i) for i in d["minimal_neurons"]],
-            [int(i) for i in d["order"]],
-            int(d["n_probe_speakers"]),
-            int(d["n_probe_utterances"]),
-            None if acc is None else float(acc),
-            int(d.get("runs", 1)),
-            int(d.get("seed", 0)),
-        )
-
 
 @dataclass
-class VerificationResult(_Serialisable):
+class VerificationResult(JSONResult):
     """Everything T2:SV reports for one trial list: layer-wise EERs and, if run, the neuron level."""
 
     layerwise: LayerwiseVerification
     neurons: NeuronVerification | None = None
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "VerificationResult":
-        """Inverse of :meth:`to_dict`."""
-        n = d.get("neurons")
-        return cls(LayerwiseVerification.from_dict(d["layerwise"]), None if n is None else NeuronVerification.from_dict(n))
