@@ -6,13 +6,11 @@ Usage: python benchmarks/bench_corpus.py [--size small] [--workers N] [--out DIR
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
+from _harness import emit, parse_args, timed
 from neurohook.corpus import build_corpus
 from neurohook.data import make_loader, read_manifest
 
@@ -21,12 +19,14 @@ def loader_throughput(manifest: Path, workers: int, batch_size: int = 16) -> dic
     """Utterances and audio seconds per wall second for one pass over the manifest."""
     man = read_manifest(manifest)
     loader = make_loader(man, batch_size=batch_size, num_workers=workers)
-    t0 = time.perf_counter()
-    n = samples = 0
-    for ids, _, lengths in loader:
-        n += len(ids)
-        samples += int(lengths.sum())
-    wall = time.perf_counter() - t0
+    def one_pass() -> tuple[int, int]:
+        n = samples = 0
+        for ids, _, lengths in loader:
+            n += len(ids)
+            samples += int(lengths.sum())
+        return n, samples
+
+    (n, samples), wall = timed(one_pass)
     return {
         "workers": workers,
         "utterances": n,
@@ -37,16 +37,17 @@ def loader_throughput(manifest: Path, workers: int, batch_size: int = 16) -> dic
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--size", default="small")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+    def options(ap):
+        ap.add_argument("--size", default="small")
+        ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+        ap.add_argument("--out", default=None)
+
+    args = parse_args(__doc__, options)
+    if args.quick:
+        args.size = "tiny"
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp) / "corpus"
-        t0 = time.perf_counter()
-        manifest = build_corpus(out, size=args.size, seed=0, workers=args.workers, progress=False)
-        wall = time.perf_counter() - t0
+        manifest, wall = timed(lambda: build_corpus(out, size=args.size, seed=0, workers=args.workers, progress=False))
         man = read_manifest(manifest)
         audio_s = sum(float(d) for d in man.labels("duration"))
         result = {
@@ -60,9 +61,8 @@ def main() -> None:
                 "audio_s_per_wall_s": round(audio_s / wall, 1),
             },
             "loader": [loader_throughput(manifest, w) for w in (0, 2)],
-            "cpu_count": os.cpu_count(),
         }
-    print(json.dumps(result, indent=2))
+    emit("corpus", result)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,9 @@ Usage: ``python benchmarks/bench_pooling.py [--quick] [--device cpu|cuda]``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,9 +28,10 @@ from typing import Any
 import torch
 import torchaudio
 
+import _harness as harness
 from neurohook.hooks import Recorder
 
-_LOG = logging.getLogger("bench_pooling")
+logger = logging.getLogger("bench_pooling")
 LAYERS = "transformer.layers.*"  # relative to model.encoder (memory phase)
 SAMPLE_RATE = 16000
 
@@ -105,13 +103,7 @@ def peak_bytes(fn: Callable[[], Any], device: torch.device) -> tuple[int, str]:
         fn()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base, "torch.cuda.max_memory_allocated"
-    import memray
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "trace.bin")
-        with memray.Tracker(path, native_traces=False, follow_fork=False):
-            fn()
-        return int(memray.FileReader(path).metadata.peak_memory), "memray peak heap"
+    return harness.peak_bytes(fn, "memray")
 
 
 def bench_duration(
@@ -208,13 +200,13 @@ def bench_duration(
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def main() -> None:
     """Run the benchmark and print JSON to stdout."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run with 1-3 s utterances")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--durations", type=float, nargs="*", help="override utterance durations (s)")
-    args = parser.parse_args(argv)
+    def options(parser):
+        parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+        parser.add_argument("--durations", type=float, nargs="*", help="override utterance durations (s)")
+
+    args = harness.parse_args(__doc__, options)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     device = torch.device(args.device)
     durations = args.durations or ([1.0, 3.0] if args.quick else [5.0, 30.0, 120.0])
@@ -223,18 +215,14 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for seconds in durations:
         repeats = 5 if seconds <= 10 else (3 if seconds <= 60 else 1)
-        _LOG.info("benchmarking %.0f s on %s", seconds, device)
+        logger.info("benchmarking %.0f s on %s", seconds, device)
         results.append(bench_duration(model, seconds, repeats, device, warm_up=not results))
-        _LOG.info("%s", json.dumps(results[-1]))
-    report = {
+        logger.info("%s", json.dumps(results[-1]))
+    harness.emit("pooling", {
         "model": "torchaudio wav2vec2_base (random weights), 12 transformer layers, mean pooling",
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
         "results": results,
-    }
-    json.dump(report, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    })
 
 
 if __name__ == "__main__":

@@ -11,15 +11,11 @@ Usage: python benchmarks/bench_probe.py [--quick]
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import time
 import warnings
 
 import numpy as np
-import torch
 
+from _harness import emit, parse_args, timed
 from neurohook.probe import LinearProbe, ProbeSpec, fit_probes
 
 
@@ -39,9 +35,7 @@ def layered_features(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
-    args = parser.parse_args()
+    args = parse_args(__doc__)
     n, layers, width, seeds = (1200, 4, 256, 2) if args.quick else (5000, 13, 768, 5)
     X, y = layered_features(n, layers, width, 7)
     split = int(0.8 * n)
@@ -51,35 +45,27 @@ def main() -> None:
 
     fit_probes(X[:256], y[:256], specs[:2], epochs=1)  # warm-up: torch's one-time initialisation (~1 s)
     LinearProbe(epochs=1).fit(X[:256, :width], y[:256])
-    t0 = time.perf_counter()
-    batched = fit_probes(X[:split], y[:split], specs, **params)
-    t_batched = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    sequential = [LinearProbe(seed=s.seed, **params).fit(X[:split, s.start : s.end], y[:split]) for s in specs]
-    t_sequential = time.perf_counter() - t0
+    batched, t_batched = timed(lambda: fit_probes(X[:split], y[:split], specs, **params))
+    sequential, t_sequential = timed(lambda: [LinearProbe(seed=s.seed, **params).fit(X[:split, s.start : s.end], y[:split])
+                                              for s in specs])
     max_coef_diff = max(float(np.abs(a.coef_ - b.coef_).max()) for a, b in zip(batched, sequential))
     acc_all = [p.score(X[split:, s.start : s.end], y[split:]) for p, s in zip(batched, specs)][-seeds:]
 
     n2, d2 = (1500, 768) if args.quick else (5000, 2304)
     X2, y2 = layered_features(n2, 3, d2 // 3, 7, seed=1, signal=0.06)  # hard enough that accuracies differ
     tr = int(0.8 * n2)
-    t0 = time.perf_counter()
-    ours = LinearProbe(**params).fit(X2[:tr], y2[:tr])
-    t_ours = time.perf_counter() - t0
+    ours, t_ours = timed(lambda: LinearProbe(**params).fit(X2[:tr], y2[:tr]))
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(X2[:tr])
-    t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # saga's ConvergenceWarning at max_iter
         saga = LogisticRegression(penalty="elasticnet", solver="saga", l1_ratio=0.5, C=1.0, max_iter=100,
                                   random_state=0)
-        saga.fit(scaler.transform(X2[:tr]), y2[:tr])
-    t_saga = time.perf_counter() - t0
+        _, t_saga = timed(lambda: saga.fit(scaler.transform(X2[:tr]), y2[:tr]))
 
-    print(json.dumps({
-        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
+    emit("probe", {
         "layerwise_sweep": {
             "probes": len(specs), "N_train": split, "layers": layers, "width": width, "all_width": layers * width,
             "seeds": seeds, "batched_s": t_batched, "sequential_s": t_sequential,
@@ -91,7 +77,7 @@ def main() -> None:
             "ours_test_accuracy": ours.score(X2[tr:], y2[tr:]),
             "saga_test_accuracy": float(saga.score(scaler.transform(X2[tr:]), y2[tr:])),
         },
-    }, indent=2))
+    })
 
 
 if __name__ == "__main__":

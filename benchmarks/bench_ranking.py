@@ -11,27 +11,12 @@ Usage: python benchmarks/bench_ranking.py [--quick]
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import time
-
 import numpy as np
 
+from _harness import best_of, emit, parse_args
 from neurohook import ranking
 
 PERCENTAGES = (1, 5, 10, 15, 20, 25, 50, 75)
-
-
-def best_of(fn, repeats: int) -> float:
-    """Fastest wall time of `repeats` calls, in seconds."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def neurox_ordering(W: np.ndarray) -> np.ndarray:
@@ -61,9 +46,7 @@ def numpy_full(X, W, b, y) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller N and fewer repeats (smoke run)")
-    args = parser.parse_args()
+    args = parse_args(__doc__)
     N, D, C = (1000, 11100, 7) if args.quick else (5000, 11100, 7)
     repeats = 2 if args.quick else 5
 
@@ -88,9 +71,7 @@ def main() -> None:
     t_full = best_of(lambda: numpy_full(X, W, b, y), repeats * 2)
     curve = ranking.prefix_accuracy(X, W, b, y, order)
 
-    print(json.dumps({
-        "machine": {"cpu_count": os.cpu_count(), "kernel_threads": ranking.get_num_threads(),
-                    "processor": platform.processor() or platform.machine(), "numpy": np.__version__},
+    emit("ranking", {
         "sizes": {"N": N, "D": D, "C": C, "masks": int(masks.shape[0]), "dtype": "float32"},
         "neuron_ordering": {"core_s": t_order, "neurox_loop_s": t_neurox, "speedup": t_neurox / t_order,
                             "target_speedup": 100},
@@ -100,7 +81,7 @@ def main() -> None:
         "prefix_accuracy": {"core_s": t_prefix, "numpy_one_full_eval_s": t_full,
                             "curve_cost_in_full_evals": t_prefix / t_full, "target_at_most": 4,
                             "last_point_equals_full": bool(curve[-1] == numpy_full(X, W, b, y))},
-    }, indent=2))
+    })
 
 
 if __name__ == "__main__":

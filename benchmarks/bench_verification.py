@@ -14,37 +14,21 @@ Usage: python benchmarks/bench_verification.py [--trials N] [--quick]
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import time
-import tracemalloc
 
 import numpy as np
 
+import _harness as harness
 from neurohook import verification as V
 
 
 def best_of(fn, repeats: int) -> tuple[float, object]:
-    """Fastest wall time of `repeats` calls (seconds) and the last result."""
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+    """Fastest wall time of `repeats` calls (seconds) and the result."""
+    return harness.best_of(fn, repeats), fn()
 
 
 def peak_bytes(fn) -> int:
-    """Peak memory traced while fn runs, above what was allocated when it started."""
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        fn()
-        return tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
+    """Peak Python/NumPy memory while fn runs, above what was allocated when it started."""
+    return harness.peak_bytes(fn, "tracemalloc")[0]
 
 
 def sweep(scores: np.ndarray, labels: np.ndarray, n_thresholds: int = 1000, p_target: float = 0.01) -> tuple[float, float]:
@@ -61,10 +45,7 @@ def sweep(scores: np.ndarray, labels: np.ndarray, n_thresholds: int = 1000, p_ta
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=10_000_000)
-    ap.add_argument("--quick", action="store_true", help="1 M trials, one repeat, no scoring section")
-    args = ap.parse_args()
+    args = harness.parse_args(__doc__, lambda p: p.add_argument("--trials", type=int, default=10_000_000))
     n = 1_000_000 if args.quick else args.trials
     repeats = 1 if args.quick else 3
 
@@ -80,8 +61,6 @@ def main() -> None:
     m_sweep = peak_bytes(lambda: sweep(scores, labels, n_thresholds=20))  # per-threshold temporaries do not grow with the count
 
     result: dict[str, object] = {
-        "benchmark": "verification",
-        "machine": {"python": platform.python_version(), "numpy": np.__version__, "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
         "trials": n,
         "targets": int(labels.sum()),
         "input_mb": round((scores.nbytes + labels.nbytes) / 2**20, 1),
@@ -123,7 +102,7 @@ def main() -> None:
             "layer_scores_s": round(t_score, 3), "layerwise_eer_s": round(t_lw, 3),
             "peak_mb": round(peak_bytes(lambda: V.layer_scores(values, ids, layers, trials)) / 2**20, 1),
         }
-    print(json.dumps(result, indent=2))
+    harness.emit("verification", result)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ Accuracies are fractions in [0, 1]; ``delta`` tolerances are fractions too (0.01
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from neurohook.features import Features
 from neurohook.errors import DataError
 from neurohook import ranking
 from neurohook.ablation import DEFAULT_PERCENTAGES, masked_accuracy, minimal_neuron_set
@@ -52,14 +54,14 @@ def overlap(name_a: str, neurons_a: Sequence[int], name_b: str, neurons_b: Seque
 # The analysis
 
 
-def _layer_blocks(features: Any) -> tuple[np.ndarray, list[str], list[int]]:
+def _layer_blocks(features: Features) -> tuple[np.ndarray, list[str], list[int]]:
     """Column permutation that makes each layer contiguous (in layer order), layer names and sizes."""
     names = list(features.layer_names)
     cols = [np.asarray(features.columns(n)) for n in names]
     return np.concatenate(cols), names, [len(c) for c in cols]
 
 
-def _aligned_labels(features: Any, labels: Any, what: str) -> np.ndarray:
+def _aligned_labels(features: Features, labels: Any, what: str) -> np.ndarray:
     """Labels (N,) aligned with features.ids from an array (N,) or a mapping id -> label (None: missing)."""
     if isinstance(labels, Mapping):
         return np.array([labels.get(u) for u in features.ids], dtype=object)
@@ -77,7 +79,7 @@ def _check_finite(X: np.ndarray, ids: Sequence[Any], what: str) -> None:
         raise DataError(f"{what} of {len(rows)} utterance(s) hold NaN or Inf, e.g. {[ids[r] for r in rows[:5]]}")
 
 
-def _fixed_split(features: Any, split: Any, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _fixed_split(features: Features, split: Any, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(train, test) row indices among the labelled rows from a per-utterance "train" / "test" side."""
     side = _aligned_labels(features, split, "split")[keep]
     bad = sorted({str(v) for v in side} - {"train", "test"})
@@ -93,13 +95,125 @@ def _clean(values: np.ndarray) -> np.ndarray:
     return values.astype(str)
 
 
+@dataclass
+class _TaskData:
+    """One task's labelled rows: features X (n, D) with each layer's columns contiguous, labels, groups."""
+
+    X: np.ndarray
+    y: np.ndarray
+    speakers: np.ndarray | None
+    X_rinit: np.ndarray | None
+    perm: np.ndarray  # column of the features behind each column of X
+    names: list[str]
+    sizes: list[int]
+    fixed: tuple[np.ndarray, np.ndarray] | None  # a given (train, test) split
+
+
+def _task_data(features: Features, labels: Any, task: str, speakers: Any, rinit_features: Features | None, split: Any) -> _TaskData:
+    """Labels aligned with features.ids (unlabelled utterances left out), finite features, R.INIT rows."""
+    y_all = _aligned_labels(features, labels, "labels")
+    keep = np.array([v is not None and not (isinstance(v, float) and np.isnan(v)) for v in y_all])
+    if keep.sum() == 0:
+        raise DataError(f"task {task!r}: no utterance of the features has a label (features ids look like "
+                        f"{list(features.ids[:2])}; are the labels keyed by other ids?)")
+    kept_ids = [u for u, k in zip(features.ids, keep) if k]
+    perm, names, sizes = _layer_blocks(features)
+    X = np.asarray(features.values)[keep][:, perm]
+    _check_finite(X, kept_ids, "features")
+    X_rinit = None
+    if rinit_features is not None:
+        pos = {u: i for i, u in enumerate(rinit_features.ids)}
+        missing = [u for u in kept_ids if u not in pos]
+        if missing:
+            raise DataError(f"R.INIT features lack {len(missing)} utterance(s), e.g. {missing[:3]}")
+        rows = [pos[u] for u in kept_ids]
+        X_rinit = np.asarray(rinit_features.values)[rows][:, _layer_blocks(rinit_features)[0]]
+        _check_finite(X_rinit, [rinit_features.ids[r] for r in rows], "R.INIT features")
+    spk = None if speakers is None else _aligned_labels(features, speakers, "speakers")[keep].astype(str)
+    fixed = None if split is None else _fixed_split(features, split, keep)
+    return _TaskData(X, _clean(y_all[keep]), spk, X_rinit, perm, names, sizes, fixed)
+
+
+def _one_seed(d: _TaskData, seed: int, task: str, test_size: float, ablation_percent: float,
+              percentages: Sequence[float], delta: float, steps: Sequence[float] | None, prefix_k: np.ndarray,
+              probe_params: dict[str, Any]) -> dict[str, Any]:
+    """Every measurement of one seed: probes per layer and on ALL, baselines, ranking, ablation, minimal set."""
+    streams = seed_streams(seed)  # independent draws: split, control labels, masks, minimal sets
+    tr, te = d.fixed if d.fixed is not None else train_test_split(d.y, test_size, streams.split, d.speakers)
+    D = d.X.shape[1]
+    starts = np.concatenate([[0], np.cumsum(d.sizes)])
+    specs = [ProbeSpec(int(starts[i]), int(starts[i + 1]), seed) for i in range(len(d.names))] + [ProbeSpec(0, D, seed)]
+    X_tr, X_te, y_tr, y_te = d.X[tr], d.X[te], d.y[tr], d.y[te]  # one copy each per seed
+    probes = fit_probes(X_tr, y_tr, specs, **probe_params)
+    layer_acc = [p.score(X_te[:, s.start : s.end], y_te) for p, s in zip(probes, specs)]
+    probe_all, oracle = probes[-1], layer_acc[-1]
+    out: dict[str, Any] = {"n_train": len(tr), "n_test": len(te), "layers": layer_acc[:-1], "oracle": oracle,
+                           "majority": majority_accuracy(y_tr, y_te)}
+    ctrl_train, ctrl_test = control_labels(y_tr, len(te), streams.control)
+    (ctrl_probe,) = fit_probes(X_tr, ctrl_train, [ProbeSpec(0, D, seed)], **probe_params)
+    out["control"] = ctrl_probe.score(X_te, ctrl_test)
+    out["selectivity"] = selectivity(oracle, out["control"])
+    if d.X_rinit is not None:
+        (rprobe,) = fit_probes(d.X_rinit[tr], y_tr, [ProbeSpec(0, d.X_rinit.shape[1], seed)], **probe_params)
+        out["rinit"] = rprobe.score(d.X_rinit[te], y_te)
+    order = ranking.neuron_ordering(probe_all.coef_, steps).order
+    out["masked"] = masked_accuracy(probe_all, X_te, y_te, order, ablation_percent, streams.masks)
+    curve = ranking.prefix_accuracy(probe_all.transform(X_te), probe_all.coef_, probe_all.intercept_,
+                                    probe_all.encode(y_te), order)
+    out["prefix"] = curve[prefix_k - 1]
+    minimal = minimal_neuron_set(X_tr, y_tr, X_te, y_te, order, oracle, percentages, delta, seed,
+                                 draw_seed=streams.minimal, **probe_params)
+    out["minimal"] = minimal
+    out["distribution"] = ranking.layer_distribution(np.asarray(minimal.neurons), d.sizes).counts
+    logger.info("%s seed %d: ALL %.3f, best layer %.3f, minimal %g%% -> %.3f",
+                task, seed, oracle, max(layer_acc[:-1]), minimal.percent, minimal.accuracy)
+    return out
+
+
+def _task_result(d: _TaskData, task: str, seeds: Sequence[int], per: list[dict[str, Any]], layer_delta: float,
+                 ablation_percent: float, prefix_k: np.ndarray) -> TaskResult:
+    """Means and spreads over seeds of every measurement, as a TaskResult."""
+    layer_acc = np.array([p["layers"] for p in per])  # seeds x layers
+    mean_layer = layer_acc.mean(axis=0)
+    best = int(np.argmax(mean_layer))
+    mins = [p["minimal"] for p in per]
+    pcts = [str(p) for p in mins[0].percentages]
+    names = d.names
+    return TaskResult(
+        task=task, classes=[str(c) for c in np.unique(d.y)], n_train=int(per[-1]["n_train"]),
+        n_test=int(per[-1]["n_test"]), layers=names, layer_sizes=[int(s) for s in d.sizes], seeds=list(seeds),
+        majority=Stat.of([p["majority"] for p in per]), oracle=Stat.of([p["oracle"] for p in per]),
+        control=Stat.of([p["control"] for p in per]), selectivity=Stat.of([p["selectivity"] for p in per]),
+        rinit=Stat.of([p["rinit"] for p in per]) if d.X_rinit is not None else None,
+        layer_accuracy={n: Stat.of(layer_acc[:, i]) for i, n in enumerate(names)},
+        best_layer=names[best],
+        redundant_layers=[n for i, n in enumerate(names) if mean_layer[i] >= mean_layer[best] - layer_delta],
+        ablation_percent=float(ablation_percent),
+        masked={k: Stat.of([p["masked"][k] for p in per]) for k in ("top", "bottom", "random")},
+        percentages=mins[0].percentages,
+        retrained_top={p: Stat.of([m.top[i] for m in mins]) for i, p in enumerate(pcts)},
+        retrained_random={p: Stat.of([m.random[i] for m in mins]) for i, p in enumerate(pcts)},
+        minimal_percent=Stat.of([m.percent for m in mins]),
+        minimal_accuracy=Stat.of([m.accuracy for m in mins]),
+        minimal_random_accuracy=Stat.of([m.random_accuracy for m in mins]),
+        minimal_reached=[m.reached for m in mins],
+        rest_redundant=[m.rest_redundant for m in mins],
+        information_redundant=[m.information_redundant for m in mins],
+        distribution={n: Stat.of([p["distribution"][i] for p in per]) for i, n in enumerate(names)},
+        prefix_steps=prefix_k.tolist(),
+        prefix_accuracy=np.mean([p["prefix"] for p in per], axis=0).tolist(),
+        # the first seed's non-empty minimal set, as columns of the features
+        minimal_neurons=next(([int(d.perm[n]) for n in m.neurons] for m in mins if len(m.neurons)), []),
+    )
+
+
 def analyze_task(
-    features: Any,
+    features: Features,
     labels: Any,
     *,
     task: str = "task",
     speakers: Any = None,
-    rinit_features: Any = None,
+    rinit_features: Features | None = None,
     seeds: Sequence[int] = (0, 1, 2, 3, 4),
     test_size: float = 0.4,
     ablation_percent: float = 20.0,
@@ -117,112 +231,20 @@ def analyze_task(
     fixes one: ``"train"`` / ``"test"`` per utterance, an array (N,) or a mapping id -> side (e.g. a
     manifest's split column); seeds then vary only the probes and the random draws.
     """
-    y_all = _aligned_labels(features, labels, "labels")
-    keep = np.array([v is not None and not (isinstance(v, float) and np.isnan(v)) for v in y_all])
-    if keep.sum() == 0:
-        raise DataError(f"task {task!r}: no utterance of the features has a label (features ids look like "
-                        f"{list(features.ids[:2])}; are the labels keyed by other ids?)")
-    y = _clean(y_all[keep])
-    spk = None if speakers is None else _aligned_labels(features, speakers, "speakers")[keep].astype(str)
-    perm, names, sizes = _layer_blocks(features)
-    X = np.asarray(features.values)[keep][:, perm]
-    _check_finite(X, [u for u, k in zip(features.ids, keep) if k], "features")
-    if rinit_features is not None:
-        pos = {u: i for i, u in enumerate(rinit_features.ids)}
-        missing = [u for u, k in zip(features.ids, keep) if k and u not in pos]
-        if missing:
-            raise ValueError(f"R.INIT features lack {len(missing)} utterance(s), e.g. {missing[:3]}")
-        rperm, _, rsizes = _layer_blocks(rinit_features)
-        rows = [pos[u] for u, k in zip(features.ids, keep) if k]
-        X_rinit = np.asarray(rinit_features.values)[rows][:, rperm]
-        _check_finite(X_rinit, [rinit_features.ids[r] for r in rows], "R.INIT features")
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    D = X.shape[1]
-
-    per: dict[str, list[Any]] = {k: [] for k in (
-        "majority", "oracle", "control", "selectivity", "rinit", "layers", "masked", "minimal", "distribution", "prefix")}
+    d = _task_data(features, labels, task, speakers, rinit_features, split)
+    D = d.X.shape[1]
     prefix_k = np.unique(np.linspace(1, D, min(prefix_points, D)).round().astype(int))
-    first_minimal: list[int] = []
-    fixed = None if split is None else _fixed_split(features, split, keep)
-    for seed in seeds:
-        streams = seed_streams(seed)  # independent draws: split, control labels, masks, minimal sets
-        tr, te = fixed if fixed is not None else train_test_split(y, test_size, streams.split, spk)
-        specs = [ProbeSpec(int(starts[i]), int(starts[i + 1]), seed) for i in range(len(names))] + [ProbeSpec(0, D, seed)]
-        X_tr, X_te, y_tr, y_te = X[tr], X[te], y[tr], y[te]  # one copy each per seed
-        probes = fit_probes(X_tr, y_tr, specs, **probe_params)
-        layer_acc = [p.score(X_te[:, s.start : s.end], y_te) for p, s in zip(probes, specs)]
-        probe_all, oracle = probes[-1], layer_acc[-1]
-        per["layers"].append(layer_acc[:-1])
-        per["oracle"].append(oracle)
-        per["majority"].append(majority_accuracy(y_tr, y_te))
-        ctrl_train, ctrl_test = control_labels(y_tr, len(te), streams.control)
-        (ctrl_probe,) = fit_probes(X_tr, ctrl_train, [ProbeSpec(0, D, seed)], **probe_params)
-        ctrl = ctrl_probe.score(X_te, ctrl_test)
-        per["control"].append(ctrl)
-        per["selectivity"].append(selectivity(oracle, ctrl))
-        if rinit_features is not None:
-            (rprobe,) = fit_probes(X_rinit[tr], y_tr, [ProbeSpec(0, X_rinit.shape[1], seed)], **probe_params)
-            per["rinit"].append(rprobe.score(X_rinit[te], y_te))
-
-        order = ranking.neuron_ordering(probe_all.coef_, steps).order
-        per["masked"].append(masked_accuracy(probe_all, X_te, y_te, order, ablation_percent, streams.masks))
-        curve = ranking.prefix_accuracy(probe_all.transform(X_te), probe_all.coef_, probe_all.intercept_,
-                                        probe_all.encode(y_te), order)
-        per["prefix"].append(curve[prefix_k - 1])
-        minimal = minimal_neuron_set(X_tr, y_tr, X_te, y_te, order, oracle, percentages, delta, seed,
-                                     draw_seed=streams.minimal, **probe_params)
-        per["minimal"].append(minimal)
-        per["distribution"].append(ranking.layer_distribution(np.asarray(minimal.neurons), sizes).counts)
-        if not first_minimal:
-            first_minimal = [int(perm[n]) for n in minimal.neurons]
-        logger.info("%s seed %d: ALL %.3f, best layer %.3f, minimal %g%% -> %.3f",
-                    task, seed, oracle, max(layer_acc[:-1]), minimal.percent, minimal.accuracy)
-
-    layer_acc = np.array(per["layers"])  # seeds x layers
-    mean_layer = layer_acc.mean(axis=0)
-    best = int(np.argmax(mean_layer))
-    mins = per["minimal"]
-    pcts = [str(p) for p in mins[0].percentages]
-    return TaskResult(
-        task=task,
-        classes=[str(c) for c in np.unique(y)],
-        n_train=int(len(tr)),
-        n_test=int(len(te)),
-        layers=names,
-        layer_sizes=[int(s) for s in sizes],
-        seeds=list(seeds),
-        majority=Stat.of(per["majority"]),
-        oracle=Stat.of(per["oracle"]),
-        control=Stat.of(per["control"]),
-        selectivity=Stat.of(per["selectivity"]),
-        rinit=Stat.of(per["rinit"]) if per["rinit"] else None,
-        layer_accuracy={n: Stat.of(layer_acc[:, i]) for i, n in enumerate(names)},
-        best_layer=names[best],
-        redundant_layers=[n for i, n in enumerate(names) if mean_layer[i] >= mean_layer[best] - layer_delta],
-        ablation_percent=float(ablation_percent),
-        masked={k: Stat.of([m[k] for m in per["masked"]]) for k in ("top", "bottom", "random")},
-        percentages=mins[0].percentages,
-        retrained_top={p: Stat.of([m.top[i] for m in mins]) for i, p in enumerate(pcts)},
-        retrained_random={p: Stat.of([m.random[i] for m in mins]) for i, p in enumerate(pcts)},
-        minimal_percent=Stat.of([m.percent for m in mins]),
-        minimal_accuracy=Stat.of([m.accuracy for m in mins]),
-        minimal_random_accuracy=Stat.of([m.random_accuracy for m in mins]),
-        minimal_reached=[m.reached for m in mins],
-        rest_redundant=[m.rest_redundant for m in mins],
-        information_redundant=[m.information_redundant for m in mins],
-        distribution={n: Stat.of([d[i] for d in per["distribution"]]) for i, n in enumerate(names)},
-        prefix_steps=prefix_k.tolist(),
-        prefix_accuracy=np.mean(per["prefix"], axis=0).tolist(),
-        minimal_neurons=first_minimal,
-    )
+    per = [_one_seed(d, seed, task, test_size, ablation_percent, percentages, delta, steps, prefix_k, probe_params)
+           for seed in seeds]
+    return _task_result(d, task, seeds, per, layer_delta, ablation_percent, prefix_k)
 
 
 def analyze(
-    features: Any,
+    features: Features,
     labels: Any,
     *,
     speakers: Any = None,
-    rinit_features: Any = None,
+    rinit_features: Features | None = None,
     trials: Any = None,
     **options: Any,
 ) -> AnalysisResult:
@@ -250,7 +272,7 @@ def analyze(
     return AnalysisResult(results, overlaps, settings, ver)
 
 
-def _is_task_map(labels: Mapping[Any, Any], features: Any) -> bool:
+def _is_task_map(labels: Mapping[Any, Any], features: Features) -> bool:
     """A mapping of task name -> labels (rather than utterance id -> label); DataError when it is neither."""
     ids = set(features.ids)
     if any(k in ids for k in labels):

@@ -14,14 +14,14 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Protocol, Union, runtime_checkable
 
 import numpy as np
 from neurohook.atomic import atomic_open
 from neurohook.codec import decode, encode
 from neurohook.errors import FeaturesFileError
 
-__all__ = ["Features", "LayerSpan", "UtteranceId", "normalize_id", "read_provenance"]
+__all__ = ["FeatureSource", "Features", "LayerSpan", "UtteranceId", "normalize_id", "read_provenance"]
 
 UtteranceId = Union[str, int]
 _FORMAT_VERSION = 1
@@ -44,6 +44,38 @@ class LayerSpan:
     def width(self) -> int:
         """Number of columns in the span."""
         return self.end - self.start
+
+
+@runtime_checkable
+class FeatureSource(Protocol):
+    """Utterance-level features as analyses read them: :class:`Features` (in memory) and
+    :class:`neurohook.shards.ShardedFeatures` (memory-mapped shards) both provide this.
+
+    Example::
+
+        def width_of(feats: FeatureSource, layer: str) -> int:
+            return len(feats.columns(layer))
+    """
+
+    ids: list[UtteranceId]  # (N,) utterance ids, in row order
+    layers: tuple[LayerSpan, ...]  # column spans, in column order
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(N utterances, D neurons)."""
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Distinct layer names in column order."""
+
+    def columns(self, layer: str) -> np.ndarray:
+        """Column indices (k,) of one layer."""
+
+    def rows(self, index: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Values (len(index), D) float32 of the given rows."""
+
+    def column_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean (D,) and population standard deviation (D,) of every column, float64."""
 
 
 class Features:
@@ -118,6 +150,14 @@ class Features:
         if not spans:
             raise KeyError(f"no layer {layer!r}; layers are {self.layer_names}")
         return np.flatnonzero(np.isin(self.unit_layer, spans))
+
+    def rows(self, index: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Values (len(index), D) float32 of the given rows."""
+        return self.values[np.asarray(index, dtype=np.int64)]
+
+    def column_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean (D,) and population standard deviation (D,) of every column, float64."""
+        return self.values.mean(axis=0, dtype=np.float64), self.values.std(axis=0, dtype=np.float64)
 
     # ------------------------------------------------------------------------------ selection
     def select_layers(self, names: str | Sequence[str]) -> Features:

@@ -27,6 +27,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from neurohook.errors import DataError
+from neurohook.features import Features
 from neurohook.probe_batch import ProbeSpec, ProbeState, _is_row_source, train_probes
 from neurohook.zscore import standardize
 
@@ -34,10 +35,10 @@ __all__ = ["LinearProbe", "ProbeSpec", "fit_probes"]
 
 
 def _check_features(X: Any, name: str = "X") -> Any:
-    """X (N, D) numeric and finite, or features read on demand (returned as they are)."""
+    """X (N, D) numeric and finite (Features give their values), or features read on demand (as they are)."""
     if _is_row_source(X):
         return X
-    X = np.asarray(X)
+    X = np.asarray(X.values if isinstance(X, Features) else X)
     if X.ndim != 2:
         raise ValueError(f"{name} must have shape (N, D), got {X.shape}")
     if X.shape[0] == 0 or X.shape[1] == 0:
@@ -73,11 +74,19 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         probe.score(X_test, y_test); probe.coef_                       # coef_: (C, D)
         cross_val_score(LinearProbe(epochs=10), X, y, cv=3)             # any scikit-learn tool
 
-    Parameters: ``l1``, ``l2`` (penalties on the weights, not the biases), ``epochs``, ``batch_size``
-    and ``lr`` (Adam), ``seed`` (minibatch order), ``device`` (torch device), ``early_stopping`` with
-    ``validation_fraction`` (a stratified part of the training rows) and ``patience`` (epochs).
-    Learned: ``classes_`` (C,), ``coef_`` (C, D) and ``intercept_`` (C,) on normalised features,
-    ``mean_`` and ``scale_`` (D,), ``n_features_in_``, ``n_epochs_``.
+    Args:
+        l1, l2: penalties of the elastic net on the weights (not the biases).
+        epochs, batch_size, lr: Adam's passes over the data, minibatch size and learning rate.
+        seed: the minibatch order (training is deterministic on a given device).
+        device: the torch device to train on.
+        early_stopping, validation_fraction, patience: keep each probe's best epoch on a stratified
+            held-out part of the training rows; stop after ``patience`` epochs without improvement.
+
+    Attributes:
+        classes_: (C,) the sorted training labels.
+        coef_, intercept_: (C, D) and (C,) float32, on z-normalised features.
+        mean_, scale_: (D,) the training statistics of the normalisation.
+        n_features_in_, n_epochs_: D and the epochs run.
     """
 
     def __init__(

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 import torch
 
+from neurohook.features import Features, FeatureSource
 from neurohook.zscore import column_stats
 
 __all__ = ["ProbeSpec", "ProbeState", "plan_units", "train_probes"]
@@ -82,8 +83,9 @@ def plan_units(specs: Sequence[ProbeSpec]) -> tuple[dict[Unit, list[int]], dict[
 
 
 def _is_row_source(X: Any) -> bool:
-    """Features read on demand (e.g. :class:`neurohook.shards.ShardedFeatures`): ``rows``, ``column_stats``."""
-    return hasattr(X, "rows") and hasattr(X, "column_stats") and hasattr(X, "shape")
+    """Features read on demand (a :class:`~neurohook.features.FeatureSource` without values in memory,
+    e.g. :class:`neurohook.shards.ShardedFeatures`)."""
+    return isinstance(X, FeatureSource) and not isinstance(X, Features)
 
 
 class _Data:

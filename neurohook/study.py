@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from neurohook.features import Features
 from neurohook import verification
 from neurohook.analysis import analyze
 from neurohook.data.manifest import Manifest
@@ -40,13 +41,13 @@ def labels_of(manifest: Manifest, column: str, ids: Sequence[Any]) -> dict[str, 
 
 
 def analyze_model(
-    features: Any,
+    features: Features,
     manifest: Manifest,
     tasks: Sequence[str] | Mapping[str, str],
     *,
     speaker_column: str | None = "speaker",
     sv: bool = False,
-    rinit_features: Any = None,
+    rinit_features: Features | None = None,
     sv_trials: int = 2000,
     split_column: str | None = None,
     **options: Any,
@@ -83,7 +84,7 @@ def analyze_model(
     return entry
 
 
-def verify_model(features: Any, manifest: Manifest, speaker_column: str, n_trials: int = 2000,
+def verify_model(features: Features, manifest: Manifest, speaker_column: str, n_trials: int = 2000,
                  seed: int = 0) -> dict[str, Any]:
     """Layer-wise EER (and Table 4) of one model as a results entry, or ``{"error": reason}`` when it cannot run.
 
@@ -107,7 +108,7 @@ def labels_of_optional(manifest: Manifest, column: str, ids: Sequence[str]) -> d
         return None
 
 
-def _verify(features: Any, speakers: Mapping[str, str], genders: Mapping[str, str] | None, n_trials: int,
+def _verify(features: Features, speakers: Mapping[str, str], genders: Mapping[str, str] | None, n_trials: int,
             seed: int) -> Any:
     """Layer-wise EER on trials of half the speakers; Table 4 with a proxy probe trained on the other half."""
     spk = sorted(set(speakers.values()))

@@ -23,7 +23,7 @@ def column_stats(X: Any) -> tuple[np.ndarray, np.ndarray]:
 
     X is an array or features read on demand (``X.column_stats()``, e.g. ShardedFeatures, streamed).
     """
-    if hasattr(X, "column_stats") and not isinstance(X, np.ndarray):
+    if hasattr(X, "column_stats"):  # a FeatureSource: in memory, or streamed over shards
         mean, scale = (np.array(v, dtype=np.float64) for v in X.column_stats())
     else:
         X = np.asarray(X)

@@ -15,7 +15,7 @@ import soundfile as sf
 
 pytest.importorskip("espeakng_loader")
 
-from neurohook.corpus import CHANNELS, ENGLISH_ACCENTS, LANGUAGES, build_corpus, plan_corpus  # noqa: E402
+from neurohook.corpus import CHANNELS, CORPUS_VERSION, ENGLISH_ACCENTS, LANGUAGES, build_corpus, plan_corpus  # noqa: E402
 from neurohook.corpus.espeak import Synthesizer, data_path  # noqa: E402
 from neurohook.data import read_manifest  # noqa: E402
 from neurohook.errors import FolderConflictError  # noqa: E402
@@ -53,8 +53,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_default_folder_is_under_xdg_cache(built: tuple[Path, Path], tmp_path: Path) -> None:
     _, two = built
-    assert two.parent.parent.parent.parent.name == "cache"
-    assert two.parent.name == "tiny-0" and two.name == "manifest.csv"
+    assert two.parent.parent.parent.parent.parent.name == "cache"
+    assert two.parent.parent.name == f"v{CORPUS_VERSION}" and two.parent.name == "tiny-0" and two.name == "manifest.csv"
 
 
 def test_every_language_gender_accent_channel_present(built: tuple[Path, Path]) -> None:

@@ -7,7 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from neurohook.features import Features, LayerSpan
+from neurohook.features import Features, FeatureSource, LayerSpan
 from neurohook.probe import LinearProbe, ProbeSpec, fit_probes
 from neurohook.shards import ShardedFeatures
 
@@ -37,6 +37,18 @@ def test_rows_ids_layers_and_statistics_match_the_full_array(stored):
     np.testing.assert_allclose(mean, full.values.astype(np.float64).mean(0), rtol=1e-10, atol=1e-9)
     np.testing.assert_allclose(std, full.values.astype(np.float64).std(0), rtol=1e-9)
     np.testing.assert_array_equal(sharded.load().values, full.values)
+
+
+def test_both_stores_are_feature_sources_with_one_answer(stored):
+    full, _, sharded = stored
+    assert isinstance(full, FeatureSource) and isinstance(sharded, FeatureSource)
+    assert not isinstance(full.values, FeatureSource)
+    idx = [5, 4000, 17]
+    np.testing.assert_array_equal(full.rows(idx), sharded.rows(idx))
+    for a, b in zip(full.column_stats(), sharded.column_stats()):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+    probe = LinearProbe(epochs=2).fit(full, stored[1])  # Features train from their values
+    np.testing.assert_array_equal(probe.coef_, LinearProbe(epochs=2).fit(full.values, stored[1]).coef_)
 
 
 def test_probes_train_from_shards_as_from_memory(stored):

@@ -58,8 +58,12 @@ def cache_dir() -> Path:
 
 
 def default_corpus_dir(size: str, seed: int) -> Path:
-    """Where :func:`build_corpus` puts a corpus by default: ``<cache>/corpus/<size>-<seed>``."""
-    return cache_dir() / "corpus" / f"{size}-{seed}"
+    """Where :func:`build_corpus` puts a corpus by default: ``<cache>/corpus/v<version>/<size>-<seed>``.
+
+    The corpus version is part of the path, so a newer neurohook builds its corpus beside an older one
+    instead of refusing the old cache.
+    """
+    return cache_dir() / "corpus" / f"v{CORPUS_VERSION}" / f"{size}-{seed}"
 
 
 

@@ -303,6 +303,54 @@ class Manifest:
 
 
 
+def _record(line: int, row: Mapping[str, Any], columns: Sequence[str], label_cols: Sequence[str], base: Path,
+            check_files: bool, label_values: Mapping[str, Collection[str]] | None, bad: _Collector) -> Record | None:
+    """The Record of one manifest row, or None when the row has a problem (recorded in ``bad``)."""
+    cells = {k: "" if v is None else str(v) for k, v in row.items()}
+    utt_id = cells.get("utt_id", "").strip()
+    rel = cells.get("path", "").strip()
+    ok = True
+    if "utt_id" in columns and not utt_id:
+        bad.add("empty value", "utt_id", line, repr(cells.get("utt_id", "")))
+        ok = False
+    if "path" in columns and not rel:
+        bad.add("empty value", "path", line, f"utt_id {utt_id!r}")
+        ok = False
+    start = end = None
+    for col in ("start", "end"):
+        try:
+            t = _parse_time(cells.get(col))
+        except ValueError:
+            bad.add("not a finite number", col, line, repr(cells.get(col)))
+            ok = False
+            continue
+        if t is not None and t < 0:
+            bad.add("negative time", col, line, repr(cells.get(col)))
+            ok = False
+        if col == "start":
+            start = t
+        else:
+            end = t
+    if start is not None and end is not None and end <= start:
+        bad.add("end not after start", "end", line, f"start {start}, end {end}")
+        ok = False
+    file = Path(rel) if Path(rel).is_absolute() else base / rel
+    if check_files and rel and not file.is_file():
+        bad.add("missing file", "path", line, str(file))
+        ok = False
+    labels = {c: cells.get(c, "") for c in label_cols}
+    for col, allowed in (label_values or {}).items():
+        if col in cells and cells[col] not in allowed:
+            bad.add(
+                "unknown label value", col, line, repr(cells[col]), f"allowed: {sorted(allowed)}"
+            )
+            ok = False
+    if not (ok and utt_id and rel):
+        return None
+    return Record(utt_id=utt_id, path=file, start=start, end=end, speaker=cells.get("speaker") or None,
+                  split=cells.get("split") or None, labels=labels)
+
+
 def read_manifest(
     path: PathLike,
     *,
@@ -331,62 +379,14 @@ def read_manifest(
     first_line: dict[str, int] = {}
     dups: list[tuple[int, str]] = []
     for line, row in rows:
-        cells = {k: "" if v is None else str(v) for k, v in row.items()}
-        utt_id = cells.get("utt_id", "").strip()
-        rel = cells.get("path", "").strip()
-        ok = True
-        if "utt_id" in columns and not utt_id:
-            bad.add("empty value", "utt_id", line, repr(cells.get("utt_id", "")))
-            ok = False
-        if "path" in columns and not rel:
-            bad.add("empty value", "path", line, f"utt_id {utt_id!r}")
-            ok = False
-        if utt_id:
-            if utt_id in first_line:
-                dups.append((line, f"{utt_id!r} (first on line {first_line[utt_id]})"))
-            else:
-                first_line[utt_id] = line
-        start = end = None
-        for col in ("start", "end"):
-            try:
-                t = _parse_time(cells.get(col))
-            except ValueError:
-                bad.add("not a finite number", col, line, repr(cells.get(col)))
-                ok = False
-                continue
-            if t is not None and t < 0:
-                bad.add("negative time", col, line, repr(cells.get(col)))
-                ok = False
-            if col == "start":
-                start = t
-            else:
-                end = t
-        if start is not None and end is not None and end <= start:
-            bad.add("end not after start", "end", line, f"start {start}, end {end}")
-            ok = False
-        file = Path(rel) if Path(rel).is_absolute() else base / rel
-        if check_files and rel and not file.is_file():
-            bad.add("missing file", "path", line, str(file))
-            ok = False
-        labels = {c: cells.get(c, "") for c in label_cols}
-        for col, allowed in (label_values or {}).items():
-            if col in cells and cells[col] not in allowed:
-                bad.add(
-                    "unknown label value", col, line, repr(cells[col]), f"allowed: {sorted(allowed)}"
-                )
-                ok = False
-        if ok and utt_id and rel:
-            records.append(
-                Record(
-                    utt_id=utt_id,
-                    path=file,
-                    start=start,
-                    end=end,
-                    speaker=cells.get("speaker") or None,
-                    split=cells.get("split") or None,
-                    labels=labels,
-                )
-            )
+        utt_id = str(row.get("utt_id") or "").strip()
+        if utt_id in first_line:
+            dups.append((line, f"{utt_id!r} (first on line {first_line[utt_id]})"))
+        elif utt_id:
+            first_line[utt_id] = line
+        record = _record(line, row, columns, label_cols, base, check_files, label_values, bad)
+        if record is not None:
+            records.append(record)
     for line, ex in dups:
         bad.add("duplicate utt_id", "utt_id", line, ex)
     problems = parse_problems + bad.problems()

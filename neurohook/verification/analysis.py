@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from neurohook.features import Features
 from neurohook.errors import DataError
 from neurohook import ranking, zscore
 from neurohook.verification.constants import ALL, DEFAULT_PERCENTAGES
@@ -105,6 +106,34 @@ def _check_probe_inputs(values: np.ndarray, probe_values: Any, probe_speakers: S
     return probe_values
 
 
+def _subset_eers(eer_on: Callable[[Any], float], factory: Callable[[int], Any], x_train: np.ndarray,
+                 y_train: np.ndarray, width: int, percentages: Sequence[float], runs: int, seed: int,
+                 steps: Sequence[float] | None) -> tuple[list[NeuronSubsetEER], list[np.ndarray], list[float]]:
+    """EER of the top / random / bottom N% of a ranking by each run's probe: (subsets, orders, train accuracies)."""
+    ks = [max(1, int(round(p * width / 100.0))) for p in percentages]
+    top, rnd, bot = (np.empty((runs, len(ks))) for _ in range(3))
+    accs: list[float] = []
+    orders: list[np.ndarray] = []
+    for r in range(runs):
+        probe = factory(seed + r)
+        probe.fit(x_train, y_train)
+        if hasattr(probe, "score"):
+            accs.append(float(probe.score(x_train, y_train)))
+        W = np.ascontiguousarray(np.asarray(probe.coef_, dtype=np.float64))
+        if W.ndim != 2 or W.shape[1] != width:
+            raise ValueError(f"the probe's coef_ must be (C, {width}), got shape {W.shape}")
+        order = ranking.neuron_ordering(W, steps).order
+        orders.append(order)
+        for i, k in enumerate(ks):
+            top[r, i] = eer_on(ranking.select(order, k, "top"))
+            rnd[r, i] = eer_on(ranking.select(order, k, "random", seed=seed + r))
+            bot[r, i] = eer_on(ranking.select(order, k, "bottom"))
+    subsets = [NeuronSubsetEER(float(p), k, float(top[:, i].mean()), float(rnd[:, i].mean()), float(bot[:, i].mean()),
+                               float(top[:, i].std()), float(rnd[:, i].std()), float(bot[:, i].std()))
+               for i, (p, k) in enumerate(zip(percentages, ks))]
+    return subsets, orders, accs
+
+
 def neuron_eer(
     values: np.ndarray,
     ids: Sequence[str],
@@ -166,34 +195,7 @@ def neuron_eer(
     if standardize if standardize is not None else probe_factory is not None:  # LinearProbe normalises itself
         x_train = zscore.standardize(x_train, *zscore.column_stats(x_train), dtype=np.float64)
     y_train = np.asarray([str(s) for s in probe_speakers])
-    ks = [max(1, int(round(p * width / 100.0))) for p in percentages]
-    top = np.empty((runs, len(ks)))
-    rnd = np.empty((runs, len(ks)))
-    bot = np.empty((runs, len(ks)))
-    accs: list[float] = []
-    orders: list[np.ndarray] = []
-    for r in range(runs):
-        probe = factory(seed + r)
-        probe.fit(x_train, y_train)
-        if hasattr(probe, "score"):
-            accs.append(float(probe.score(x_train, y_train)))
-        W = np.ascontiguousarray(np.asarray(probe.coef_, dtype=np.float64))
-        if W.ndim != 2 or W.shape[1] != width:
-            raise ValueError(f"the probe's coef_ must be (C, {width}), got shape {W.shape}")
-        order = ranking.neuron_ordering(W, steps).order
-        orders.append(order)
-        for i, k in enumerate(ks):
-            top[r, i] = eer_on(ranking.select(order, k, "top"))
-            rnd[r, i] = eer_on(ranking.select(order, k, "random", seed=seed + r))
-            bot[r, i] = eer_on(ranking.select(order, k, "bottom"))
-    subsets = [
-        NeuronSubsetEER(
-            float(p), k,
-            float(top[:, i].mean()), float(rnd[:, i].mean()), float(bot[:, i].mean()),
-            float(top[:, i].std()), float(rnd[:, i].std()), float(bot[:, i].std()),
-        )
-        for i, (p, k) in enumerate(zip(percentages, ks))
-    ]
+    subsets, orders, accs = _subset_eers(eer_on, factory, x_train, y_train, width, percentages, runs, seed, steps)
     minimal = next((s for s in sorted(subsets, key=lambda s: s.percent) if s.eer_top <= eer_layer + tolerance), None)
     minimal_neurons = [] if minimal is None else (start + ranking.select(orders[0], minimal.n_neurons, "top")).tolist()
     logger.info(
@@ -208,20 +210,20 @@ def neuron_eer(
     )
 
 
-def _unpack(features: Any) -> tuple[np.ndarray, list[str], Any]:
+def _unpack(features: Features) -> tuple[np.ndarray, list[str], Any]:
     try:
         return np.asarray(features.values), [str(x) for x in features.ids], features.layers
     except AttributeError as exc:
         raise TypeError(f"expected a Features-like object with .values, .ids and .layers, got {type(features).__name__}") from exc
 
 
-def features_layerwise_eer(features: Any, trials: Trials, **kwargs: Any) -> LayerwiseVerification:
+def features_layerwise_eer(features: Features, trials: Trials, **kwargs: Any) -> LayerwiseVerification:
     """:func:`layerwise_eer` on any object with ``.values`` (N, D), ``.ids`` and ``.layers``."""
     values, ids, layers = _unpack(features)
     return layerwise_eer(values, ids, layers, trials, **kwargs)
 
 
-def features_neuron_eer(features: Any, trials: Trials, probe_features: Any, probe_speakers: Sequence[Any], **kwargs: Any) -> NeuronVerification:
+def features_neuron_eer(features: Features, trials: Trials, probe_features: Features, probe_speakers: Sequence[Any], **kwargs: Any) -> NeuronVerification:
     """:func:`neuron_eer` on Features-like objects: the trials' features and the probe's (same layers)."""
     values, ids, layers = _unpack(features)
     pvalues, pids, _ = _unpack(probe_features)
@@ -230,10 +232,10 @@ def features_neuron_eer(features: Any, trials: Trials, probe_features: Any, prob
 
 
 def evaluate(
-    features: Any,
+    features: Features,
     trials: Trials,
     *,
-    probe_features: Any | None = None,
+    probe_features: Features | None = None,
     probe_speakers: Sequence[Any] | None = None,
     p_target: float = 0.01,
     c_miss: float = 1.0,

@@ -184,32 +184,13 @@ def _sample_pairs(lo: np.ndarray, hi: np.ndarray, k: int | None, rng: np.random.
     return i.astype(np.int64), j.astype(np.int64)
 
 
-def make_trials(
-    ids: Sequence[str],
-    speakers: Sequence[Any],
-    *,
-    genders: Sequence[Any] | None = None,
-    languages: Sequence[Any] | None = None,
-    same_gender: bool = False,
-    per_language: bool = False,
-    n_target: int | None = None,
-    n_nontarget: int | None = None,
-    balanced: bool = True,
-    seed: int = 0,
-) -> Trials:
-    """Draw trials from a labelled set: ids, speakers (N,) and optional genders, languages (N,).
-
-    Target trials pair two different utterances of one speaker, non-targets two speakers (of the same
-    gender when ``same_gender``, as the paper does); with ``per_language`` both utterances of every
-    trial share a language, counts apply to each language separately and the trials carry it. Pairs
-    are unordered and drawn uniformly without replacement: ``n_target=None`` takes every target pair;
-    ``balanced`` draws as many non-targets as targets, else ``n_nontarget`` (None: every eligible pair).
-    The same inputs and seed give the same trials.
-    """
+def _trial_groups(ids: list[str], speakers: Sequence[Any], genders: Sequence[Any] | None,
+                  languages: Sequence[Any] | None, same_gender: bool, per_language: bool, n_target: int | None,
+                  n_nontarget: int | None, balanced: bool) -> tuple[np.ndarray, np.ndarray, list[tuple[str | None, np.ndarray]]]:
+    """Checked inputs of :func:`make_trials`: speaker codes (N,), gender groups (N,), (language, rows) parts."""
     n = len(ids)
     if len(speakers) != n:
         raise ValueError(f"ids and speakers have different lengths: {n} and {len(speakers)}")
-    ids = [str(x) for x in ids]
     if len(set(ids)) != n:
         seen: set[str] = set()
         dup = [x for x in ids if x in seen or seen.add(x)]  # type: ignore[func-returns-value]
@@ -246,33 +227,68 @@ def make_trials(
     else:
         parts = [(None, np.arange(n, dtype=np.int64))]
 
+    return spk, gen, parts
+
+
+def _draw_part(members: np.ndarray, spk: np.ndarray, gen: np.ndarray, name: str | None, n_target: int | None,
+               n_nontarget: int | None, balanced: bool, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(enrol rows, test rows, target?) of the trials drawn among ``members`` (one language, or all)."""
+    # Sort by (gender group, speaker, position): a speaker's utterances and a group's speakers
+    # become contiguous runs, so the eligible partners of each utterance form one index range.
+    order = members[np.lexsort((members, spk[members], gen[members]))]
+    s, g = spk[order], gen[order]
+    m = len(order)
+    pos = np.arange(m, dtype=np.int64)
+    spk_change = np.r_[True, (s[1:] != s[:-1]) | (g[1:] != g[:-1]), True]
+    grp_change = np.r_[True, g[1:] != g[:-1], True]
+    spk_end = np.flatnonzero(spk_change)[1:][np.cumsum(spk_change[:-1]) - 1]
+    grp_end = np.flatnonzero(grp_change)[1:][np.cumsum(grp_change[:-1]) - 1]
+    where = "" if name is None else f" (language {name!r})"
+    ti, tj = _sample_pairs(pos + 1, spk_end, n_target, rng, "target" + where)
+    k_non = len(ti) if balanced else n_nontarget
+    ni, nj = _sample_pairs(spk_end, grp_end, k_non, rng, "non-target" + where)
+    a = order[np.r_[ti, ni]]
+    b = order[np.r_[tj, nj]]
+    swap = rng.random(len(a)) < 0.5  # random enrol/test orientation
+    a, b = np.where(swap, b, a), np.where(swap, a, b)
+    return a, b, np.r_[np.ones(len(ti), bool), np.zeros(len(ni), bool)]
+
+
+def make_trials(
+    ids: Sequence[str],
+    speakers: Sequence[Any],
+    *,
+    genders: Sequence[Any] | None = None,
+    languages: Sequence[Any] | None = None,
+    same_gender: bool = False,
+    per_language: bool = False,
+    n_target: int | None = None,
+    n_nontarget: int | None = None,
+    balanced: bool = True,
+    seed: int = 0,
+) -> Trials:
+    """Draw trials from a labelled set: ids, speakers (N,) and optional genders, languages (N,).
+
+    Target trials pair two different utterances of one speaker, non-targets two speakers (of the same
+    gender when ``same_gender``, as the paper does); with ``per_language`` both utterances of every
+    trial share a language, counts apply to each language separately and the trials carry it. Pairs
+    are unordered and drawn uniformly without replacement: ``n_target=None`` takes every target pair;
+    ``balanced`` draws as many non-targets as targets, else ``n_nontarget`` (None: every eligible pair).
+    The same inputs and seed give the same trials.
+    """
+    ids = [str(x) for x in ids]
+    spk, gen, parts = _trial_groups(ids, speakers, genders, languages, same_gender, per_language, n_target,
+                                    n_nontarget, balanced)
     rng = np.random.default_rng(seed)
     a_all: list[np.ndarray] = []
     b_all: list[np.ndarray] = []
     y_all: list[np.ndarray] = []
     lang_all: list[str] = []
     for name, members in parts:
-        # Sort by (gender group, speaker, position): a speaker's utterances and a group's speakers
-        # become contiguous runs, so the eligible partners of each utterance form one index range.
-        order = members[np.lexsort((members, spk[members], gen[members]))]
-        s, g = spk[order], gen[order]
-        m = len(order)
-        pos = np.arange(m, dtype=np.int64)
-        spk_change = np.r_[True, (s[1:] != s[:-1]) | (g[1:] != g[:-1]), True]
-        grp_change = np.r_[True, g[1:] != g[:-1], True]
-        spk_end = np.flatnonzero(spk_change)[1:][np.cumsum(spk_change[:-1]) - 1]
-        grp_end = np.flatnonzero(grp_change)[1:][np.cumsum(grp_change[:-1]) - 1]
-        where = "" if name is None else f" (language {name!r})"
-        ti, tj = _sample_pairs(pos + 1, spk_end, n_target, rng, "target" + where)
-        k_non = len(ti) if balanced else n_nontarget
-        ni, nj = _sample_pairs(spk_end, grp_end, k_non, rng, "non-target" + where)
-        a = order[np.r_[ti, ni]]
-        b = order[np.r_[tj, nj]]
-        swap = rng.random(len(a)) < 0.5  # random enrol/test orientation
-        a, b = np.where(swap, b, a), np.where(swap, a, b)
+        a, b, y = _draw_part(members, spk, gen, name, n_target, n_nontarget, balanced, rng)
         a_all.append(a)
         b_all.append(b)
-        y_all.append(np.r_[np.ones(len(ti), bool), np.zeros(len(ni), bool)])
+        y_all.append(y)
         if name is not None:
             lang_all.extend([name] * len(a))
     a = np.concatenate(a_all)
