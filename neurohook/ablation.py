@@ -1,6 +1,6 @@
 """Efficacy of a neuron ranking (paper sections 3.3.1-3.3.2, 3.5 and 6.1-6.2; Tables 2-3).
 
-* :func:`masked_accuracy` — keep the top / bottom / random p% of the ranked neurons, zero the rest
+* :func:`ablation_accuracy` — keep the top / bottom / random p% of the ranked neurons, zero the rest
   (in the probe's normalised space, i.e. at the training mean) and re-score the trained probe,
   without retraining (Table 2);
 * :func:`minimal_neuron_set` — retrain on the top N% (and a random N%) for growing N until the
@@ -15,9 +15,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from neurohook import ranking
-from neurohook.probe import LinearProbe, ProbeSpec, fit_probes
+from neurohook.probe import KernelInputs, ProbeSpec, fit_probes
 
-__all__ = ["masked_accuracy", "MinimalSet", "minimal_neuron_set", "DEFAULT_PERCENTAGES"]
+__all__ = ["ablation_accuracy", "MinimalSet", "minimal_neuron_set", "DEFAULT_PERCENTAGES"]
 
 DEFAULT_PERCENTAGES: tuple[float, ...] = (1, 5, 10, 15, 20, 25, 50, 75)
 
@@ -28,20 +28,17 @@ def _count(percent: float, D: int) -> int:
     return max(1, int(round(D * percent / 100)))
 
 
-def masked_accuracy(
-    probe: LinearProbe, X_test: Any, y_test: Any, order: np.ndarray, percent: float = 20.0, seed: int = 0
-) -> dict[str, float]:
-    """Accuracy of the trained probe keeping only the top / bottom / random percent of ``order``.
+def ablation_accuracy(inputs: KernelInputs, order: np.ndarray, percent: float = 20.0, seed: int = 0) -> dict[str, float]:
+    """Accuracy of a trained probe keeping only the top / bottom / random ``percent`` of ``order``.
 
-    X_test: (N, D) raw features; y_test: (N,) labels; order: (D,) ranking of the probe's neurons.
+    ``inputs``: ``probe.kernel_inputs(X_test, y_test)``; order: (D,) ranking of the probe's neurons.
+    The random set is drawn with ``seed``.
     """
-    Z = probe.transform(X_test)
-    y_idx = probe.encode(y_test)
-    k = _count(percent, Z.shape[1])
-    masks = np.zeros((3, Z.shape[1]), dtype=bool)
+    k = _count(percent, inputs.Z.shape[1])
+    masks = np.zeros((3, inputs.Z.shape[1]), dtype=bool)
     for row, how in enumerate(("top", "bottom", "random")):
         masks[row, ranking.select(order, k, how, seed=seed)] = True
-    acc = ranking.masked_accuracy(Z, probe.coef_, probe.intercept_, y_idx, masks)
+    acc = ranking.masked_accuracy(*inputs, masks)
     return {"top": float(acc[0]), "bottom": float(acc[1]), "random": float(acc[2])}
 
 

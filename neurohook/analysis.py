@@ -22,7 +22,7 @@ import numpy as np
 from neurohook.features import Features
 from neurohook.errors import DataError
 from neurohook import ranking
-from neurohook.ablation import DEFAULT_PERCENTAGES, masked_accuracy, minimal_neuron_set
+from neurohook.ablation import DEFAULT_PERCENTAGES, ablation_accuracy, minimal_neuron_set
 from neurohook.control import control_labels, majority_accuracy, selectivity
 from neurohook.data.splits import seed_streams, train_test_split
 from neurohook.probe import ProbeSpec, fit_probes
@@ -157,9 +157,9 @@ def _one_seed(d: _TaskData, seed: int, task: str, test_size: float, ablation_per
         (rprobe,) = fit_probes(d.X_rinit[tr], y_tr, [ProbeSpec(0, d.X_rinit.shape[1], seed)], **probe_params)
         out["rinit"] = rprobe.score(d.X_rinit[te], y_te)
     order = ranking.neuron_ordering(probe_all.coef_, steps).order
-    out["masked"] = masked_accuracy(probe_all, X_te, y_te, order, ablation_percent, streams.masks)
-    curve = ranking.prefix_accuracy(probe_all.transform(X_te), probe_all.coef_, probe_all.intercept_,
-                                    probe_all.encode(y_te), order)
+    inputs = probe_all.kernel_inputs(X_te, y_te)  # the test features normalised once for both kernels
+    out["masked"] = ablation_accuracy(inputs, order, ablation_percent, streams.masks)
+    curve = ranking.prefix_accuracy(*inputs, order)
     out["prefix"] = curve[prefix_k - 1]
     minimal = minimal_neuron_set(X_tr, y_tr, X_te, y_te, order, oracle, percentages, delta, seed,
                                  draw_seed=streams.minimal, **probe_params)

@@ -19,7 +19,7 @@ zero, the minibatch order comes from ``seed``: training is deterministic on a gi
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from neurohook.features import Features
 from neurohook.probe_batch import ProbeSpec, ProbeState, _is_row_source, train_probes
 from neurohook.zscore import standardize
 
-__all__ = ["LinearProbe", "ProbeSpec", "fit_probes"]
+__all__ = ["KernelInputs", "LinearProbe", "ProbeSpec", "fit_probes"]
 
 
 def _check_features(X: Any, name: str = "X") -> Any:
@@ -63,6 +63,15 @@ def _check_labels(y: Any, n: int) -> np.ndarray:
     if len(classes) < 2:
         raise DataError(f"a probe needs at least two classes in its training labels, got only {classes.tolist()}")
     return y
+
+
+class KernelInputs(NamedTuple):
+    """A trained probe and test data as the compiled ranking kernels take them (``neurohook.ranking``)."""
+
+    Z: np.ndarray  # (N, D) float32 features z-normalised with the probe's training statistics
+    W: np.ndarray  # (C, D) float32 weights
+    b: np.ndarray  # (C,) float32 biases
+    y: np.ndarray  # (N,) int64 class indices
 
 
 class LinearProbe(ClassifierMixin, BaseEstimator):
@@ -156,6 +165,10 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         """Predicted labels (N,), values from ``classes_``."""
         logits = self.decision_function(X)
         return self.classes_[logits.argmax(axis=1)]
+
+    def kernel_inputs(self, X: Any, y: Any) -> KernelInputs:
+        """Features X (N, D) and labels y (N,) for the ranking kernels: normalised once, with the weights."""
+        return KernelInputs(self.transform(X), self.coef_, self.intercept_, self.encode(y))
 
     def encode(self, y: Any) -> np.ndarray:
         """Class indices (N,) int64 of labels y (N,); a label unseen in training is an error."""

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from neurohook import control
-from neurohook.ablation import masked_accuracy, minimal_neuron_set
+from neurohook.ablation import ablation_accuracy, minimal_neuron_set
 from neurohook.analysis import analyze, overlap, train_test_split
 from neurohook.results import AnalysisResult
 from neurohook.features import Features, LayerSpan
@@ -99,7 +99,7 @@ def test_masked_and_minimal_set_helpers_against_direct_computation():
     X = feats.values
     probe = LinearProbe(**PROBE).fit(X[:300], y[:300])
     order = np.argsort(-np.abs(probe.coef_).max(axis=0), kind="stable")
-    got = masked_accuracy(probe, X[300:], y[300:], order, percent=10)
+    got = ablation_accuracy(probe.kernel_inputs(X[300:], y[300:]), order, percent=10)
     keep = np.zeros(X.shape[1], bool)
     keep[order[:16]] = True
     Z = probe.transform(X[300:]) * keep
