@@ -21,7 +21,9 @@ _LAZY = {
     "analyze": "neurohook.analysis",
 }
 # submodules reachable as attributes, e.g. neurohook.verification.eer
-_SUBMODULES = {"ranking", "errors", "hooks", "pooling", "features", "probe", "analysis", "ablation", "control", "verification", "models", "data", "corpus", "report", "extract", "shards"}
+_SUBMODULES = {"ranking", "errors", "hooks", "lengths", "pooling", "features", "shards", "zscore", "probe", "analysis",
+               "ablation", "control", "results", "codec", "paper", "study", "verification", "models", "data", "corpus",
+               "report", "extract", "provenance"}
 
 __all__ = ["__version__", *_LAZY, *sorted(_SUBMODULES)]
 

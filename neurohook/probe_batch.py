@@ -94,7 +94,8 @@ class _Data:
     def __init__(self, X: Any, mean: np.ndarray, scale: np.ndarray, units: Sequence[Unit], dev: torch.device) -> None:
         self.X, self.mean, self.scale, self.dev = X, mean, scale, dev
         self.buffers: dict[tuple[Unit, int], torch.Tensor] = {}  # (unit, rows) -> output: no fresh pages per step
-        if _is_row_source(X):  # read per minibatch
+        self.on_demand = _is_row_source(X)  # read per minibatch
+        if self.on_demand:
             return
         Z = torch.from_numpy(((X - mean) / scale).astype(np.float32)).to(dev)
         self.data = {u: (Z[:, u[1][0] : u[1][0] + u[0]] if len(u[1]) == 1 else  # (N, w) view, or (k * N, w)
@@ -104,7 +105,7 @@ class _Data:
     def gather(self, unit: Unit, idx: torch.Tensor) -> torch.Tensor:
         """Rows ``idx`` (B,) of the unit's k column blocks, normalised: (k, B, w) float32."""
         w, starts = unit
-        if _is_row_source(self.X):
+        if self.on_demand:
             cols = np.concatenate([np.arange(a, a + w) for a in starts])
             block = (self.X.rows(idx.cpu().numpy())[:, cols] - self.mean[cols]) / self.scale[cols]
             return torch.from_numpy(block.astype(np.float32)).view(len(idx), len(starts), w).transpose(0, 1).contiguous().to(self.dev)
