@@ -17,7 +17,8 @@ import numpy as np
 from neurohook import ranking
 from neurohook.probe import KernelInputs, ProbeSpec, fit_probes
 
-__all__ = ["ablation_accuracy", "MinimalSet", "minimal_neuron_set", "DEFAULT_PERCENTAGES"]
+__all__ = ["ABLATIONS", "DEFAULT_PERCENTAGES", "MinimalSet", "ablation_accuracy", "ablation_masks", "ablation_outcomes",
+           "minimal_neuron_set"]
 
 DEFAULT_PERCENTAGES: tuple[float, ...] = (1, 5, 10, 15, 20, 25, 50, 75)
 
@@ -28,18 +29,37 @@ def _count(percent: float, D: int) -> int:
     return max(1, int(round(D * percent / 100)))
 
 
+ABLATIONS = ("top", "bottom", "random")
+
+
+def ablation_masks(order: np.ndarray, percent: float = 20.0, seed: int = 0) -> np.ndarray:
+    """Masks (3, D) bool keeping the top / bottom / random ``percent`` of ``order`` (D,); random from ``seed``."""
+    D = len(order)
+    k = _count(percent, D)
+    masks = np.zeros((len(ABLATIONS), D), dtype=bool)
+    for row, how in enumerate(ABLATIONS):
+        masks[row, ranking.select(order, k, how, seed=seed)] = True
+    return masks
+
+
 def ablation_accuracy(inputs: KernelInputs, order: np.ndarray, percent: float = 20.0, seed: int = 0) -> dict[str, float]:
     """Accuracy of a trained probe keeping only the top / bottom / random ``percent`` of ``order``.
 
     ``inputs``: ``probe.kernel_inputs(X_test, y_test)``; order: (D,) ranking of the probe's neurons.
-    The random set is drawn with ``seed``.
+    The random set is drawn with ``seed``. Computed by the compiled kernel.
     """
-    k = _count(percent, inputs.Z.shape[1])
-    masks = np.zeros((3, inputs.Z.shape[1]), dtype=bool)
-    for row, how in enumerate(("top", "bottom", "random")):
-        masks[row, ranking.select(order, k, how, seed=seed)] = True
-    acc = ranking.masked_accuracy(*inputs, masks)
-    return {"top": float(acc[0]), "bottom": float(acc[1]), "random": float(acc[2])}
+    acc = ranking.masked_accuracy(*inputs, ablation_masks(order, percent, seed))
+    return {how: float(a) for how, a in zip(ABLATIONS, acc)}
+
+
+def ablation_outcomes(inputs: KernelInputs, order: np.ndarray, percent: float = 20.0, seed: int = 0) -> dict[str, np.ndarray]:
+    """Per test utterance (N,) bool, whether the probe is right under each of :func:`ablation_accuracy`'s masks.
+
+    Their means are the accuracies; the intervals of :mod:`neurohook.intervals` resample them.
+    """
+    Z, W, b, y = inputs
+    return {how: (Z[:, m] @ W[:, m].T + b).argmax(axis=1) == y
+            for how, m in zip(ABLATIONS, ablation_masks(order, percent, seed))}
 
 
 @dataclass

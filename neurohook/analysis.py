@@ -8,7 +8,10 @@ counterpart; its distribution over layers. Then means and standard deviations ov
 overlap of the tasks' minimal sets (polysemous neurons). Results are dataclasses that serialise to
 JSON and back.
 
-Accuracies are fractions in [0, 1]; ``delta`` tolerances are fractions too (0.01 = one point).
+Accuracies are fractions in [0, 1]; ``delta`` tolerances are fractions too (0.01 = one point). Every
+accuracy measured on the test utterances (majority, ALL, control, R.INIT, each layer, the masked
+probes) and the selectivity carry a 95 % interval (``Stat.ci``): a two-level bootstrap over the
+seeds and, within each, the test speakers (utterances without speakers; :mod:`neurohook.intervals`).
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ import numpy as np
 from neurohook.features import Features
 from neurohook.errors import DataError
 from neurohook import ranking
-from neurohook.ablation import DEFAULT_PERCENTAGES, ablation_accuracy, minimal_neuron_set
+from neurohook.ablation import DEFAULT_PERCENTAGES, ablation_accuracy, ablation_outcomes, minimal_neuron_set
 from neurohook.control import control_labels, majority_accuracy, selectivity
 from neurohook.data.splits import seed_streams, train_test_split
+from neurohook.intervals import percentile_interval, replicate_means
 from neurohook.probe import ProbeSpec, fit_probes
 from neurohook.results import AnalysisResult, Overlap, Stat, TaskResult
 
@@ -149,16 +153,26 @@ def _one_seed(d: _TaskData, seed: int, task: str, test_size: float, ablation_per
     probe_all, oracle = probes[-1], layer_acc[-1]
     out: dict[str, Any] = {"n_train": len(tr), "n_test": len(te), "layers": layer_acc[:-1], "oracle": oracle,
                            "majority": majority_accuracy(y_tr, y_te)}
+    # per test utterance, 1 where right: what the intervals resample (columns named in `outcomes`)
+    outcomes = {"oracle": probe_all.predict(X_te) == y_te, "majority": y_te == _majority_class(y_tr),
+                **{f"layer:{n}": p.predict(X_te[:, s.start : s.end]) == y_te
+                   for n, p, s in zip(d.names, probes, specs)}}
     ctrl_train, ctrl_test = control_labels(y_tr, len(te), streams.control)
     (ctrl_probe,) = fit_probes(X_tr, ctrl_train, [ProbeSpec(0, D, seed)], **probe_params)
     out["control"] = ctrl_probe.score(X_te, ctrl_test)
+    outcomes["control"] = ctrl_probe.predict(X_te) == ctrl_test
     out["selectivity"] = selectivity(oracle, out["control"])
     if d.X_rinit is not None:
         (rprobe,) = fit_probes(d.X_rinit[tr], y_tr, [ProbeSpec(0, d.X_rinit.shape[1], seed)], **probe_params)
         out["rinit"] = rprobe.score(d.X_rinit[te], y_te)
+        outcomes["rinit"] = rprobe.predict(d.X_rinit[te]) == y_te
     order = ranking.neuron_ordering(probe_all.coef_, steps).order
     inputs = probe_all.kernel_inputs(X_te, y_te)  # the test features normalised once for both kernels
     out["masked"] = ablation_accuracy(inputs, order, ablation_percent, streams.masks)
+    outcomes.update({f"masked:{how}": c for how, c in ablation_outcomes(inputs, order, ablation_percent,
+                                                                           streams.masks).items()})
+    out["outcomes"] = outcomes
+    out["groups"] = None if d.speakers is None else d.speakers[te]
     curve = ranking.prefix_accuracy(*inputs, order)
     out["prefix"] = curve[prefix_k - 1]
     minimal = minimal_neuron_set(X_tr, y_tr, X_te, y_te, order, oracle, percentages, delta, seed,
@@ -170,6 +184,22 @@ def _one_seed(d: _TaskData, seed: int, task: str, test_size: float, ablation_per
     return out
 
 
+def _majority_class(y: np.ndarray) -> Any:
+    """y's most frequent class (the smallest on ties), as majority_accuracy predicts."""
+    classes, counts = np.unique(y, return_counts=True)
+    return classes[np.argmax(counts)]
+
+
+def _intervals(per: list[dict[str, Any]], seed: int) -> dict[str, tuple[float, float]]:
+    """95 % intervals of every per-utterance accuracy, and of selectivity, by the two-level bootstrap."""
+    names = list(per[0]["outcomes"])
+    reps = replicate_means([np.stack([p["outcomes"][n] for n in names], axis=1) for p in per],
+                           [p["groups"] for p in per], seed=seed)
+    ci = {n: percentile_interval(reps[:, j]) for j, n in enumerate(names)}
+    ci["selectivity"] = percentile_interval(reps[:, names.index("oracle")] - reps[:, names.index("control")])
+    return ci
+
+
 def _task_result(d: _TaskData, task: str, seeds: Sequence[int], per: list[dict[str, Any]], layer_delta: float,
                  ablation_percent: float, prefix_k: np.ndarray) -> TaskResult:
     """Means and spreads over seeds of every measurement, as a TaskResult."""
@@ -179,17 +209,20 @@ def _task_result(d: _TaskData, task: str, seeds: Sequence[int], per: list[dict[s
     mins = [p["minimal"] for p in per]
     pcts = [str(p) for p in mins[0].percentages]
     names = d.names
+    ci = _intervals(per, seed_streams(seeds[0]).intervals)
     return TaskResult(
         task=task, classes=[str(c) for c in np.unique(d.y)], n_train=int(per[-1]["n_train"]),
         n_test=int(per[-1]["n_test"]), layers=names, layer_sizes=[int(s) for s in d.sizes], seeds=list(seeds),
-        majority=Stat.of([p["majority"] for p in per]), oracle=Stat.of([p["oracle"] for p in per]),
-        control=Stat.of([p["control"] for p in per]), selectivity=Stat.of([p["selectivity"] for p in per]),
-        rinit=Stat.of([p["rinit"] for p in per]) if d.X_rinit is not None else None,
-        layer_accuracy={n: Stat.of(layer_acc[:, i]) for i, n in enumerate(names)},
+        majority=Stat.of([p["majority"] for p in per], ci["majority"]),
+        oracle=Stat.of([p["oracle"] for p in per], ci["oracle"]),
+        control=Stat.of([p["control"] for p in per], ci["control"]),
+        selectivity=Stat.of([p["selectivity"] for p in per], ci["selectivity"]),
+        rinit=Stat.of([p["rinit"] for p in per], ci["rinit"]) if d.X_rinit is not None else None,
+        layer_accuracy={n: Stat.of(layer_acc[:, i], ci[f"layer:{n}"]) for i, n in enumerate(names)},
         best_layer=names[best],
         redundant_layers=[n for i, n in enumerate(names) if mean_layer[i] >= mean_layer[best] - layer_delta],
         ablation_percent=float(ablation_percent),
-        masked={k: Stat.of([p["masked"][k] for p in per]) for k in ("top", "bottom", "random")},
+        masked={k: Stat.of([p["masked"][k] for p in per], ci[f"masked:{k}"]) for k in ("top", "bottom", "random")},
         percentages=mins[0].percentages,
         retrained_top={p: Stat.of([m.top[i] for m in mins]) for i, p in enumerate(pcts)},
         retrained_random={p: Stat.of([m.random[i] for m in mins]) for i, p in enumerate(pcts)},

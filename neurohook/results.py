@@ -38,15 +38,17 @@ SCHEMA_VERSION = 1
 class Stat(JSONResult):
     """A quantity measured once per seed: its values, mean and (population) standard deviation.
 
-    Stored as ``{"mean", "std", "values"}``; only ``values`` is read back.
+    Stored as ``{"mean", "std", "values", "ci"}``; ``mean`` and ``std`` are derived, not read back.
     """
 
     values: list[float]
+    #: 95 % interval (low, high) in the units of ``mean`` (:mod:`neurohook.intervals`), None when not measured.
+    ci: tuple[float, float] | None = None
 
     @classmethod
-    def of(cls, values: Sequence[float]) -> "Stat":
-        """A Stat of these per-seed values (as floats)."""
-        return cls([float(v) for v in values])
+    def of(cls, values: Sequence[float], ci: tuple[float, float] | None = None) -> "Stat":
+        """A Stat of these per-seed values (as floats), with an optional interval."""
+        return cls([float(v) for v in values], None if ci is None else (float(ci[0]), float(ci[1])))
 
     @property
     def mean(self) -> float:

@@ -16,6 +16,7 @@ from neurohook.analysis import analyze
 from neurohook.data.manifest import Manifest
 from neurohook.data.splits import seed_streams
 from neurohook.errors import ConfigError, DataError
+from neurohook.intervals import N_BOOT
 
 __all__ = ["analyze_model", "verify_model", "labels_of"]
 
@@ -130,4 +131,5 @@ def _verify(features: Features, speakers: Mapping[str, str], genders: Mapping[st
         n_target=min(n_trials // 2, available), seed=seed)
     probe_features = features.select_ids(probe_ids) if len(probe_spk) >= 2 else None
     return verification.evaluate(features, trials, probe_features=probe_features,
-                                 probe_speakers=[speakers[str(u)] for u in probe_ids] if probe_features is not None else None)
+                                 probe_speakers=[speakers[str(u)] for u in probe_ids] if probe_features is not None else None,
+                                 n_boot=N_BOOT, seed=seed)

@@ -2,7 +2,7 @@
 
 - :func:`seed_streams`: one ``numpy.random.SeedSequence`` per seed spawns an independent seed for
   each random purpose (the split, the control labels, the random masks, the minimal-set draws, the
-  SV trials), so that no two purposes share a random stream.
+  SV trials, the bootstrap intervals), so that no two purposes share a random stream.
 - :func:`pick_test_groups`: the one rule that chooses a test side: from each stratum of groups (the
   speakers of a class, or its utterances), a seeded ``test_size`` share, at least one of a stratum of
   two or more, never all of it.
@@ -43,6 +43,7 @@ class SeedStreams(NamedTuple):
     masks: int
     minimal: int
     trials: int
+    intervals: int  # bootstrap replicates (spawned last: the other streams do not depend on it)
 
 
 def seed_streams(seed: int) -> SeedStreams:

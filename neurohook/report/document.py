@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence, Union
 
 
 
-__all__ = ["Block", "Heading", "Image", "Para", "Table", "count_label", "pct", "percent_label", "render_html", "render_markdown"]
+__all__ = ["Block", "Heading", "Image", "Para", "Table", "count_label", "pct", "pct_ci", "percent_label", "render_html", "render_markdown"]
 
 
 MISSING = "n/a"
@@ -21,6 +21,11 @@ Results = Union[Mapping[str, Any], str, os.PathLike]
 def pct(x: float | None) -> str:
     """A fraction as a percentage with two decimals (the paper's style); n/a for None."""
     return MISSING if x is None else f"{100 * x:.2f}"
+
+
+def pct_ci(ci: tuple[float, float] | None) -> str:
+    """A 95 % interval of fractions as ``[lo, hi]`` percentages with two decimals; n/a for None."""
+    return MISSING if ci is None else f"[{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]"
 
 
 def percent_label(p: float) -> str:

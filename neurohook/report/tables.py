@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from neurohook.analysis import overlap
 from neurohook.verification import ALL as SV_ALL
 from neurohook.report.loading import ModelResults, Study
-from neurohook.report.document import Table, count_label, pct, percent_label
+from neurohook.report.document import Table, count_label, pct, pct_ci, percent_label
 from neurohook.report.document import MISSING, NOT_MEASURED
 
 __all__ = ["models_table", "table1", "table2", "table3", "table3_curve", "table4", "table_a8", "table_distribution", "table_layerwise_accuracy", "table_layerwise_eer", "table_overlap"]
@@ -33,11 +33,16 @@ def table1(study: Study, task: str) -> Table:
             ["labels#"] + [str(len(m.tasks[task].classes)) for m in ms],
             ["Acc (Maj-C)"] + [pct(m.tasks[task].majority.mean) for m in ms],
             ["Acc (ALL)"] + [pct(m.tasks[task].oracle.mean) for m in ms],
+            ["Acc (ALL), 95% CI"] + [pct_ci(m.tasks[task].oracle.ci) for m in ms],
             ["Acc (R.INIT)"] + [pct(None if m.tasks[task].rinit is None else m.tasks[task].rinit.mean) for m in ms],
-            ["Sel_a"] + [pct(m.tasks[task].selectivity.mean) for m in ms]]
+            ["Acc (R.INIT), 95% CI"] + [pct_ci(None if m.tasks[task].rinit is None else m.tasks[task].rinit.ci)
+                                        for m in ms],
+            ["Sel_a"] + [pct(m.tasks[task].selectivity.mean) for m in ms],
+            ["Sel_a, 95% CI"] + [pct_ci(m.tasks[task].selectivity.ci) for m in ms]]
     return Table(f"Table 1 — {task}", [""] + [m.name for m in ms], rows,
                  "Means over seeds. R.INIT: probe on re-initialised features (n/a: not run). "
-                 "Sel_a: Acc(ALL) minus the control task's accuracy.")
+                 "Sel_a: Acc(ALL) minus the control task's accuracy. 95% CI: two-level bootstrap over the seeds "
+                 "and the test speakers (neurohook.intervals); n/a: results written before intervals existed.")
 
 
 def table2(study: Study, task: str) -> Table:
@@ -120,7 +125,8 @@ def table_layerwise_eer(m: ModelResults) -> Table:
     for n in names:
         row = [n, str(sizes[n])]
         for v in m.verification.values():
-            row.append(next((pct(e.eer) for e in v.layerwise.layers if e.name == n), MISSING))
+            row.append(next((f"{pct(e.eer)} {pct_ci(e.eer_ci)}" if e.eer_ci else pct(e.eer)
+                             for e in v.layerwise.layers if e.name == n), MISSING))
         rows.append(row)
     rows.append(["Best layer", ""] + [v.layerwise.best_layer for v in m.verification.values()])
     return Table(f"Layer-wise EER — {m.name}", ["Layer", "#Neu"] + [f"EER {t}" for t in m.verification], rows)
@@ -131,9 +137,12 @@ def table_layerwise_accuracy(m: ModelResults) -> Table:
     tasks = list(m.tasks.values())
     layers = list(dict.fromkeys(n for t in tasks for n in t.layers))
     sizes = {n: s for t in tasks for n, s in zip(t.layers, t.layer_sizes)}
-    rows = [[n, str(sizes[n])] + [pct(t.layer_accuracy[n].mean) if n in t.layer_accuracy else MISSING for t in tasks]
+    def cell(stat: Any) -> str:
+        return f"{pct(stat.mean)} {pct_ci(stat.ci)}" if stat.ci else pct(stat.mean)
+
+    rows = [[n, str(sizes[n])] + [cell(t.layer_accuracy[n]) if n in t.layer_accuracy else MISSING for t in tasks]
             for n in layers]
-    rows.append(["ALL", str(sum(sizes.values()))] + [pct(t.oracle.mean) for t in tasks])
+    rows.append(["ALL", str(sum(sizes.values()))] + [cell(t.oracle) for t in tasks])
     rows.append(["Best layer", ""] + [t.best_layer for t in tasks])
     rows.append(["Within layer_delta of best", ""] + [", ".join(t.redundant_layers) for t in tasks])
     return Table(f"Layer-wise accuracy — {m.name}", ["Layer", "#Neu"] + list(m.tasks), rows)
