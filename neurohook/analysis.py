@@ -139,9 +139,8 @@ def _task_data(features: Features, labels: Any, task: str, speakers: Any, rinit_
 
 
 def _one_seed(d: _TaskData, seed: int, task: str, test_size: float, ablation_percent: float,
-              percentages: Sequence[float], delta: float, steps: Sequence[float] | None, prefix_k: np.ndarray,
-              probe_params: dict[str, Any]) -> dict[str, Any]:
-    """Every measurement of one seed: probes per layer and on ALL, baselines, ranking, ablation, minimal set."""
+              steps: Sequence[float] | None, prefix_k: np.ndarray, probe_params: dict[str, Any]) -> dict[str, Any]:
+    """One seed's measurements: probes per layer and on ALL, baselines, ranking, ablation, prefix curve."""
     streams = seed_streams(seed)  # independent draws: split, control labels, masks, minimal sets
     tr, te = d.fixed if d.fixed is not None else train_test_split(d.y, test_size, streams.split, d.speakers)
     D = d.X.shape[1]
@@ -175,13 +174,19 @@ def _one_seed(d: _TaskData, seed: int, task: str, test_size: float, ablation_per
     out["groups"] = None if d.speakers is None else d.speakers[te]
     curve = ranking.prefix_accuracy(*inputs, order)
     out["prefix"] = curve[prefix_k - 1]
-    minimal = minimal_neuron_set(X_tr, y_tr, X_te, y_te, order, oracle, percentages, delta, seed,
-                                 draw_seed=streams.minimal, **probe_params)
-    out["minimal"] = minimal
-    out["distribution"] = ranking.layer_distribution(np.asarray(minimal.neurons), d.sizes).counts
-    logger.info("%s seed %d: ALL %.3f, best layer %.3f, minimal %g%% -> %.3f",
-                task, seed, oracle, max(layer_acc[:-1]), minimal.percent, minimal.accuracy)
+    out.update(split=(tr, te), order=order)
+    logger.info("%s seed %d: ALL %.3f, best layer %.3f", task, seed, oracle, max(layer_acc[:-1]))
     return out
+
+
+def _minimal(d: _TaskData, p: dict[str, Any], seed: int, task: str, percentages: Sequence[float], delta: float,
+             probe_params: dict[str, Any]) -> dict[str, Any]:
+    """One seed's minimal neuron set (retrained probes on the top / random N%) and its layer distribution."""
+    tr, te = p["split"]
+    minimal = minimal_neuron_set(d.X[tr], d.y[tr], d.X[te], d.y[te], p["order"], p["oracle"], percentages, delta,
+                                 seed, draw_seed=seed_streams(seed).minimal, **probe_params)
+    logger.info("%s seed %d: minimal %g%% -> %.3f", task, seed, minimal.percent, minimal.accuracy)
+    return {"minimal": minimal, "distribution": ranking.layer_distribution(np.asarray(minimal.neurons), d.sizes).counts}
 
 
 def _majority_class(y: np.ndarray) -> Any:
@@ -200,17 +205,15 @@ def _intervals(per: list[dict[str, Any]], seed: int) -> dict[str, tuple[float, f
     return ci
 
 
-def _task_result(d: _TaskData, task: str, seeds: Sequence[int], per: list[dict[str, Any]], layer_delta: float,
-                 ablation_percent: float, prefix_k: np.ndarray) -> TaskResult:
-    """Means and spreads over seeds of every measurement, as a TaskResult."""
+def _task_result(d: _TaskData, task: str, seeds: Sequence[int], per: list[dict[str, Any]],
+                 ci: dict[str, tuple[float, float]], informative: bool, layer_delta: float, ablation_percent: float,
+                 prefix_k: np.ndarray) -> TaskResult:
+    """Means, spreads and intervals over seeds of every measurement, as a TaskResult."""
     layer_acc = np.array([p["layers"] for p in per])  # seeds x layers
     mean_layer = layer_acc.mean(axis=0)
     best = int(np.argmax(mean_layer))
-    mins = [p["minimal"] for p in per]
-    pcts = [str(p) for p in mins[0].percentages]
     names = d.names
-    ci = _intervals(per, seed_streams(seeds[0]).intervals)
-    return TaskResult(
+    result = TaskResult(
         task=task, classes=[str(c) for c in np.unique(d.y)], n_train=int(per[-1]["n_train"]),
         n_test=int(per[-1]["n_test"]), layers=names, layer_sizes=[int(s) for s in d.sizes], seeds=list(seeds),
         majority=Stat.of([p["majority"] for p in per], ci["majority"]),
@@ -223,21 +226,31 @@ def _task_result(d: _TaskData, task: str, seeds: Sequence[int], per: list[dict[s
         redundant_layers=[n for i, n in enumerate(names) if mean_layer[i] >= mean_layer[best] - layer_delta],
         ablation_percent=float(ablation_percent),
         masked={k: Stat.of([p["masked"][k] for p in per], ci[f"masked:{k}"]) for k in ("top", "bottom", "random")},
-        percentages=mins[0].percentages,
-        retrained_top={p: Stat.of([m.top[i] for m in mins]) for i, p in enumerate(pcts)},
-        retrained_random={p: Stat.of([m.random[i] for m in mins]) for i, p in enumerate(pcts)},
-        minimal_percent=Stat.of([m.percent for m in mins]),
-        minimal_accuracy=Stat.of([m.accuracy for m in mins]),
-        minimal_random_accuracy=Stat.of([m.random_accuracy for m in mins]),
-        minimal_reached=[m.reached for m in mins],
-        rest_redundant=[m.rest_redundant for m in mins],
-        information_redundant=[m.information_redundant for m in mins],
-        distribution={n: Stat.of([p["distribution"][i] for p in per]) for i, n in enumerate(names)},
-        prefix_steps=prefix_k.tolist(),
-        prefix_accuracy=np.mean([p["prefix"] for p in per], axis=0).tolist(),
-        # the first seed's non-empty minimal set, as columns of the features
-        minimal_neurons=next(([int(d.perm[n]) for n in m.neurons] for m in mins if len(m.neurons)), []),
+        percentages=[], retrained_top={}, retrained_random={}, minimal_percent=None, minimal_accuracy=None,
+        minimal_random_accuracy=None, minimal_reached=[], rest_redundant=[], information_redundant=[],
+        distribution={}, prefix_steps=prefix_k.tolist(),
+        prefix_accuracy=np.mean([p["prefix"] for p in per], axis=0).tolist(), informative=informative,
     )
+    return _with_minimal_sets(result, d, per) if informative else result
+
+
+def _with_minimal_sets(r: TaskResult, d: _TaskData, per: list[dict[str, Any]]) -> TaskResult:
+    """The TaskResult with the seeds' minimal neuron sets summarised."""
+    mins = [p["minimal"] for p in per]
+    pcts = [str(p) for p in mins[0].percentages]
+    r.percentages = mins[0].percentages
+    r.retrained_top = {p: Stat.of([m.top[i] for m in mins]) for i, p in enumerate(pcts)}
+    r.retrained_random = {p: Stat.of([m.random[i] for m in mins]) for i, p in enumerate(pcts)}
+    r.minimal_percent = Stat.of([m.percent for m in mins])
+    r.minimal_accuracy = Stat.of([m.accuracy for m in mins])
+    r.minimal_random_accuracy = Stat.of([m.random_accuracy for m in mins])
+    r.minimal_reached = [m.reached for m in mins]
+    r.rest_redundant = [m.rest_redundant for m in mins]
+    r.information_redundant = [m.information_redundant for m in mins]
+    r.distribution = {n: Stat.of([p["distribution"][i] for p in per]) for i, n in enumerate(d.names)}
+    # the first seed's non-empty minimal set, as columns of the features
+    r.minimal_neurons = next(([int(d.perm[n]) for n in m.neurons] for m in mins if len(m.neurons)), [])
+    return r
 
 
 def analyze_task(
@@ -267,9 +280,17 @@ def analyze_task(
     d = _task_data(features, labels, task, speakers, rinit_features, split)
     D = d.X.shape[1]
     prefix_k = np.unique(np.linspace(1, D, min(prefix_points, D)).round().astype(int))
-    per = [_one_seed(d, seed, task, test_size, ablation_percent, percentages, delta, steps, prefix_k, probe_params)
-           for seed in seeds]
-    return _task_result(d, task, seeds, per, layer_delta, ablation_percent, prefix_k)
+    per = [_one_seed(d, seed, task, test_size, ablation_percent, steps, prefix_k, probe_params) for seed in seeds]
+    ci = _intervals(per, seed_streams(seeds[0]).intervals)
+    informative = ci["oracle"][0] > float(np.mean([p["majority"] for p in per]))
+    if informative:
+        for p, seed in zip(per, seeds):
+            p.update(_minimal(d, p, seed, task, percentages, delta, probe_params))
+    else:
+        logger.warning("%s: Acc(ALL) %.3f [%.3f, %.3f] is not above the majority rate %.3f beyond its interval; "
+                       "no minimal set or neuron distribution is computed", task, np.mean([p["oracle"] for p in per]),
+                       *ci["oracle"], np.mean([p["majority"] for p in per]))
+    return _task_result(d, task, seeds, per, ci, informative, layer_delta, ablation_percent, prefix_k)
 
 
 def analyze(
@@ -293,6 +314,7 @@ def analyze(
     results = {name: analyze_task(features, lab, task=name, speakers=speakers, rinit_features=rinit_features, **options)
                for name, lab in tasks.items()}
     names = list(results)
+    names = [n for n in names if results[n].informative]  # no overlap claims from tasks at chance
     overlaps = [overlap(a, results[a].minimal_neurons, b, results[b].minimal_neurons)
                 for i, a in enumerate(names) for b in names[i + 1 :]]
     settings = {k: (list(v) if isinstance(v, (tuple, list)) else v) for k, v in options.items()

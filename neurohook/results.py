@@ -88,9 +88,9 @@ class TaskResult(JSONResult):
     percentages: list[float]
     retrained_top: dict[str, Stat]  # per percentage (as str)
     retrained_random: dict[str, Stat]
-    minimal_percent: Stat
-    minimal_accuracy: Stat
-    minimal_random_accuracy: Stat
+    minimal_percent: Stat | None  # None (and the minimal-set fields empty) when not informative
+    minimal_accuracy: Stat | None
+    minimal_random_accuracy: Stat | None
     minimal_reached: list[bool]
     rest_redundant: list[bool]  # section 6.2 (i), per seed
     information_redundant: list[bool]  # section 6.2 (ii), per seed
@@ -98,6 +98,9 @@ class TaskResult(JSONResult):
     prefix_steps: list[int]  # k (number of top neurons kept) at which the prefix curve is sampled
     prefix_accuracy: list[float]  # mean over seeds
     minimal_neurons: list[int] = field(default_factory=list)  # first seed's minimal set (feature columns)
+    #: Acc(ALL)'s interval lies above the majority rate: only then are minimal sets, their distribution
+    #: over layers and overlaps computed (a probe at chance ranks noise).
+    informative: bool = True
 
 
 @dataclass

@@ -73,3 +73,25 @@ def test_ablation_outcomes_are_the_kernels_accuracies_per_utterance():
     acc = ablation_accuracy(inputs, order, 10, seed=4)
     per = ablation_outcomes(inputs, order, 10, seed=4)
     assert {k: float(v.mean()) for k, v in per.items()} == acc
+
+
+def test_a_task_at_chance_is_gated_out_of_minimal_sets_and_overlaps():
+    import neurohook
+
+    rng = np.random.default_rng(5)
+    n, w = 480, 16
+    speakers = np.arange(n) % 48
+    informative = speakers % 2
+    noise = rng.integers(0, 2, 48)[speakers]  # a label per speaker that nothing in the features carries
+    X = rng.standard_normal((n, 2 * w)).astype(np.float32)
+    X[:, :4] += 2.5 * informative[:, None]
+    feats = Features(X, [f"u{i}" for i in range(n)], [LayerSpan("a", 0, w, "mean"), LayerSpan("b", w, 2 * w, "mean")])
+    labels = {"real": dict(zip(feats.ids, informative)), "noise": dict(zip(feats.ids, noise))}
+    result = neurohook.analyze(feats, labels, speakers=speakers, seeds=(0, 1), epochs=15, lr=0.02)
+    real, gated = result.tasks["real"], result.tasks["noise"]
+    assert real.informative and real.minimal_percent is not None and real.minimal_neurons
+    assert not gated.informative and gated.oracle.ci[0] <= gated.majority.mean
+    assert gated.minimal_percent is None and gated.minimal_neurons == [] and gated.distribution == {}
+    assert result.overlaps == []  # no overlap claim with a task at chance
+    back = AnalysisResult.from_dict(result.to_dict()).tasks["noise"]
+    assert back.informative is False and back.minimal_accuracy is None

@@ -181,7 +181,7 @@ def test_files_are_written_and_figures_are_pngs(written):
 def test_tables_1_2_3_equal_results(written, results):
     tables = md_tables((written / "report.md").read_text())
     models = results["models"]
-    checked = 0
+    checked = gated = 0
     for task in ("GC", "LID", "DID", "CC"):
         have = [m for m in models if task in models[m]["analysis"]["tasks"]]
         t1, t2, t3 = (tables[f"Table {k} — {task}"] for k in (1, 2, 3))
@@ -204,6 +204,11 @@ def test_tables_1_2_3_equal_results(written, results):
                 assert as_pct(r2[label][i]) == pytest.approx(expected(r["masked"][key]["mean"]), abs=1e-9)
                 checked += 1
             assert as_pct(r3["Acc (ALL)"][i]) == pytest.approx(expected(r["oracle"]["mean"]), abs=1e-9)
+            if not r["informative"]:  # gated: Acc(ALL)'s interval not above the majority rate, no minimal set
+                assert r["oracle"]["ci"][0] <= r["majority"]["mean"] and r["minimal_percent"] is None
+                assert r3["Neu_t"][i] == "not informative" and r3["Acc_t (Re-trained)"][i] == "n/a"
+                gated += 1
+                continue
             assert float(r3["Neu_t"][i].rstrip("%")) == pytest.approx(r["minimal_percent"]["mean"], rel=1e-5)
             assert as_pct(r3["Acc_t (Re-trained)"][i]) == pytest.approx(expected(r["minimal_accuracy"]["mean"]), abs=1e-9)
             assert as_pct(r3["Acc_r (Re-trained)"][i]) == pytest.approx(
@@ -211,7 +216,7 @@ def test_tables_1_2_3_equal_results(written, results):
             assert r3["Minimal set reached"][i] == f"{sum(r['minimal_reached'])}/{len(r['seeds'])} seeds"
             checked += 4
     assert models["cnn-sre"]["analysis"]["tasks"]["GC"]["rinit"] is not None  # both R.INIT branches were checked
-    assert checked == 7 * 10  # 7 task-model pairs, 10 numbers each
+    assert checked + 4 * gated == 7 * 10  # 7 task-model pairs, 10 numbers each (6 of a gated one)
 
 
 def test_tables_4_5_7_and_a8_equal_results(written, results):
@@ -238,6 +243,9 @@ def test_tables_4_5_7_and_a8_equal_results(written, results):
     for row in dist[1:]:
         task = row[0].split()[0]
         r = models["cnn-sre"]["analysis"]["tasks"][task]
+        if not r["informative"]:
+            assert row[0] == f"{task} (not informative)" and set(row[1:]) == {"n/a"}
+            continue
         for cell, layer in zip(row[1:-1], r["layers"]):
             count, share = re.fullmatch(r"([\d.]+) \(([\d.]+)%\)", cell).groups()
             mean = r["distribution"][layer]["mean"]

@@ -15,6 +15,7 @@ __all__ = ["Block", "Heading", "Image", "Para", "Table", "count_label", "pct", "
 
 MISSING = "n/a"
 NOT_MEASURED = "not measured"
+NOT_INFORMATIVE = "not informative"  # Acc(ALL) not above the majority rate beyond its interval
 Results = Union[Mapping[str, Any], str, os.PathLike]
 
 

@@ -119,7 +119,8 @@ def fig_distribution(m: ModelResults) -> Any:
     layers = list(dict.fromkeys(n for t in tasks for n in t.layers))
     counts = np.array([[t.distribution[n].mean if n in t.distribution else np.nan for n in layers] for t in tasks])
     fig = _figure(2.0 + 0.6 * len(layers), 1.2 + 0.45 * len(tasks))
-    _heatmap(fig, 100 * counts / max(m.n_neurons, 1), [f"{t.task} ({t.minimal_percent.mean:g}%)" for t in tasks], layers,
+    _heatmap(fig, 100 * counts / max(m.n_neurons, 1), [f"{t.task} ({t.minimal_percent.mean:g}%)" if t.informative else f"{t.task} (not informative)"
+                                                 for t in tasks], layers,
              [[count_label(c) if np.isfinite(c) else "" for c in row] for row in counts],
              f"{m.name}: minimal-set neurons per layer (count)", "% of all neurons")
     return fig

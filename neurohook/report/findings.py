@@ -100,6 +100,8 @@ def _f_redundant(study: Study) -> Finding:
     for task in SIMPLE_TASKS:
         for m in study.with_task(task):
             t = m.tasks[task]
+            if not t.informative:
+                continue
             checks.append(t.minimal_random_accuracy.mean >= t.minimal_accuracy.mean - GAP)
             obs.append(f"{task}/{m.name}: Acc_t {pct(t.minimal_accuracy.mean)} vs Acc_r {pct(t.minimal_random_accuracy.mean)}")
     return Finding("Gender and channel are stored redundantly: a random neuron subset does about as well as the top one "
@@ -183,6 +185,8 @@ def _f_small(study: Study) -> Finding:
     for task in study.task_names():
         for m in study.with_task(task):
             t = m.tasks[task]
+            if not t.informative:
+                continue
             checks.append(all(t.minimal_reached) and t.minimal_percent.mean <= SMALL_SET)
             obs.append(f"{task}/{m.name}: {percent_label(t.minimal_percent.mean)}"
                        + ("" if all(t.minimal_reached) else " (not reached)"))
@@ -194,8 +198,8 @@ def _f_small(study: Study) -> Finding:
 def _f_complexity(study: Study) -> Finding:
     checks, obs = [], []
     for m in study.models.values():
-        simple = [m.tasks[t].minimal_percent.mean for t in SIMPLE_TASKS if t in m.tasks]
-        complex_ = [m.tasks[t].minimal_percent.mean for t in COMPLEX_TASKS if t in m.tasks]
+        simple = [m.tasks[t].minimal_percent.mean for t in SIMPLE_TASKS if t in m.tasks and m.tasks[t].informative]
+        complex_ = [m.tasks[t].minimal_percent.mean for t in COMPLEX_TASKS if t in m.tasks and m.tasks[t].informative]
         if simple and complex_:
             checks.append(max(simple) < min(complex_))
             obs.append(f"{m.name}: GC/CC ≤ {max(simple):g}% vs LID/DID ≥ {min(complex_):g}%")
@@ -212,6 +216,9 @@ def _f_dialect_not_redundant(study: Study) -> Finding:
     if m is None:
         return Finding(paper, rule, NOT_MEASURED, NOT_MEASURED)
     t = m.tasks["DID"]
+    if not t.informative:
+        return Finding(paper, rule, f"dialect model {how}: DID is not informative (Acc(ALL) not above the majority "
+                                    "rate beyond its interval)", NOT_MEASURED)
     ok = t.minimal_random_accuracy.mean < t.minimal_accuracy.mean - GAP
     return Finding(paper, rule, f"dialect model {how}: Acc_t {pct(t.minimal_accuracy.mean)} vs Acc_r "
                                 f"{pct(t.minimal_random_accuracy.mean)}", verdict([ok]))

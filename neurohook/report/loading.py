@@ -103,14 +103,19 @@ def _model_results(name: str, entry: Mapping[str, Any]) -> ModelResults:
 
 def _check_task(name: str, t: TaskResult) -> None:
     """ValueError naming the fields a task's entry lacks (only R.INIT and minimal_neurons may be absent)."""
-    missing = [f.name for f in fields(TaskResult) if getattr(t, f.name) is None and f.name not in _OPTIONAL]
+    optional = _OPTIONAL if t.informative is not False else _OPTIONAL + _MINIMAL_SET
+    missing = [f.name for f in fields(TaskResult) if getattr(t, f.name) is None and f.name not in optional]
     if missing:
         raise ValueError(f"task {name!r} lacks {', '.join(missing)}")
     if t.minimal_neurons is None:
         t.minimal_neurons = []
+    if t.informative is None:  # results written before the gating: every task counted as informative
+        t.informative = True
 
 
 _OPTIONAL = ("rinit", "minimal_neurons")
+#: Absent for a task that is not informative (its probe is not above the majority rate).
+_MINIMAL_SET = ("minimal_percent", "minimal_accuracy", "minimal_random_accuracy")
 
 
 def _first_task_attr(ar: AnalysisResult, attr: str, default: Any) -> Any:

@@ -9,7 +9,7 @@ from neurohook.analysis import overlap
 from neurohook.verification import ALL as SV_ALL
 from neurohook.report.loading import ModelResults, Study
 from neurohook.report.document import Table, count_label, pct, pct_ci, percent_label
-from neurohook.report.document import MISSING, NOT_MEASURED
+from neurohook.report.document import MISSING, NOT_INFORMATIVE, NOT_MEASURED
 
 __all__ = ["models_table", "table1", "table2", "table3", "table3_curve", "table4", "table_a8", "table_distribution", "table_layerwise_accuracy", "table_layerwise_eer", "table_overlap"]
 
@@ -56,7 +56,7 @@ def table2(study: Study, task: str) -> Table:
 
 
 def _seed_count(flags: Sequence[bool]) -> str:
-    return f"{sum(map(bool, flags))}/{len(flags)} seeds"
+    return f"{sum(map(bool, flags))}/{len(flags)} seeds" if flags else MISSING
 
 
 def table3(study: Study, task: str) -> Table:
@@ -64,15 +64,20 @@ def table3(study: Study, task: str) -> Table:
     ms = study.with_task(task)
     t = {m.name: m.tasks[task] for m in ms}
     rows = [["Acc (ALL)"] + [pct(t[m.name].oracle.mean) for m in ms],
-            ["Neu_t"] + [percent_label(t[m.name].minimal_percent.mean) for m in ms],
-            ["Acc_t (Re-trained)"] + [pct(t[m.name].minimal_accuracy.mean) for m in ms],
-            ["Acc_r (Re-trained)"] + [pct(t[m.name].minimal_random_accuracy.mean) for m in ms],
+            ["Neu_t"] + [percent_label(t[m.name].minimal_percent.mean) if t[m.name].informative else NOT_INFORMATIVE
+                         for m in ms],
+            ["Acc_t (Re-trained)"] + [pct(t[m.name].minimal_accuracy.mean) if t[m.name].informative else MISSING
+                                      for m in ms],
+            ["Acc_r (Re-trained)"] + [pct(t[m.name].minimal_random_accuracy.mean) if t[m.name].informative else MISSING
+                                      for m in ms],
             ["Minimal set reached"] + [_seed_count(t[m.name].minimal_reached) for m in ms],
             ["Rest redundant (6.2 i)"] + [_seed_count(t[m.name].rest_redundant) for m in ms],
             ["Information redundant (6.2 ii)"] + [_seed_count(t[m.name].information_redundant) for m in ms]]
     return Table(f"Table 3 — {task}", [""] + [m.name for m in ms], rows,
                  "Neu_t: smallest tried % of all neurons whose re-trained top-N% probe is within delta of Acc(ALL), "
-                 "mean over seeds; Acc_t / Acc_r: re-trained on the top / a random Neu_t% (means over seeds).")
+                 "mean over seeds; Acc_t / Acc_r: re-trained on the top / a random Neu_t% (means over seeds). "
+                 f"{NOT_INFORMATIVE}: Acc(ALL)'s 95% interval does not lie above the majority rate, so no minimal "
+                 "set is searched (a probe at chance ranks noise).")
 
 
 def table3_curve(study: Study, task: str) -> Table:
@@ -159,6 +164,9 @@ def table_distribution(m: ModelResults) -> Table:
     header = ["Tasks (Neu_t %)"] + [f"{n} ({sizes.get(n, '?')})" for n in layers] + ["Total"]
     rows = []
     for t in tasks:
+        if not t.informative:
+            rows.append([f"{t.task} ({NOT_INFORMATIVE})"] + [MISSING] * (len(layers) + 1))
+            continue
         row = [f"{t.task} ({t.minimal_percent.mean:g})"]
         total = 0.0
         for n in layers:

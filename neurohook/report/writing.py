@@ -59,6 +59,11 @@ def build_blocks(study: Study, figs: _Figures) -> list[Block]:
 
     b.append(Heading(2, "1. Baselines (Table 1)"))
     b += [table1(study, t) for t in tasks] or [Para(NOT_MEASURED)]
+    gated = [f"{t}/{m.name}" for t in tasks for m in study.with_task(t) if not m.tasks[t].informative]
+    if gated:
+        b.append(Para("Not informative — Acc(ALL)'s 95 % interval does not lie above the majority rate, so no "
+                      "minimal neuron set, distribution over layers or overlap is computed or claimed for: "
+                      + ", ".join(gated) + "."))
 
     b.append(Heading(2, "2. Layer-wise analysis (Figures 4-7)"))
     for t in tasks:
