@@ -32,10 +32,14 @@ def _count(percent: float, D: int) -> int:
 ABLATIONS = ("top", "bottom", "random")
 
 
-def ablation_masks(order: np.ndarray, percent: float = 20.0, seed: int = 0) -> np.ndarray:
-    """Masks (3, D) bool keeping the top / bottom / random ``percent`` of ``order`` (D,); random from ``seed``."""
-    D = len(order)
-    k = _count(percent, D)
+def ablation_masks(order: np.ndarray, percent: float = 20.0, seed: int = 0, width: int | None = None) -> np.ndarray:
+    """Masks (3, D) bool keeping the top / bottom / random ``percent`` of ``order``; random from ``seed``.
+
+    ``order`` ranks the neurons that may be drawn (all D of them, or fewer: the analysis leaves out
+    constant neurons); ``percent`` is of ``len(order)``; D is ``width`` (default ``len(order)``).
+    """
+    D = len(order) if width is None else width
+    k = _count(percent, len(order))
     masks = np.zeros((len(ABLATIONS), D), dtype=bool)
     for row, how in enumerate(ABLATIONS):
         masks[row, ranking.select(order, k, how, seed=seed)] = True
@@ -48,7 +52,7 @@ def ablation_accuracy(inputs: KernelInputs, order: np.ndarray, percent: float = 
     ``inputs``: ``probe.kernel_inputs(X_test, y_test)``; order: (D,) ranking of the probe's neurons.
     The random set is drawn with ``seed``. Computed by the compiled kernel.
     """
-    acc = ranking.masked_accuracy(*inputs, ablation_masks(order, percent, seed))
+    acc = ranking.masked_accuracy(*inputs, ablation_masks(order, percent, seed, inputs.Z.shape[1]))
     return {how: float(a) for how, a in zip(ABLATIONS, acc)}
 
 
@@ -59,7 +63,7 @@ def ablation_outcomes(inputs: KernelInputs, order: np.ndarray, percent: float = 
     """
     Z, W, b, y = inputs
     return {how: (Z[:, m] @ W[:, m].T + b).argmax(axis=1) == y
-            for how, m in zip(ABLATIONS, ablation_masks(order, percent, seed))}
+            for how, m in zip(ABLATIONS, ablation_masks(order, percent, seed, Z.shape[1]))}
 
 
 @dataclass

@@ -111,6 +111,7 @@ class _TaskData:
     names: list[str]
     sizes: list[int]
     fixed: tuple[np.ndarray, np.ndarray] | None  # a given (train, test) split
+    constant: np.ndarray  # (D,) bool: the neuron takes one value on every labelled utterance (dead)
 
 
 def _task_data(features: Features, labels: Any, task: str, speakers: Any, rinit_features: Features | None, split: Any) -> _TaskData:
@@ -135,7 +136,8 @@ def _task_data(features: Features, labels: Any, task: str, speakers: Any, rinit_
         _check_finite(X_rinit, [rinit_features.ids[r] for r in rows], "R.INIT features")
     spk = None if speakers is None else _aligned_labels(features, speakers, "speakers")[keep].astype(str)
     fixed = None if split is None else _fixed_split(features, split, keep)
-    return _TaskData(X, _clean(y_all[keep]), spk, X_rinit, perm, names, sizes, fixed)
+    constant = (X == X[:1]).all(axis=0)  # dead or constant neurons: no probe can use them
+    return _TaskData(X, _clean(y_all[keep]), spk, X_rinit, perm, names, sizes, fixed, constant)
 
 
 def _one_seed(d: _TaskData, seed: int, task: str, test_size: float, ablation_percent: float,
@@ -167,8 +169,9 @@ def _one_seed(d: _TaskData, seed: int, task: str, test_size: float, ablation_per
         outcomes["rinit"] = rprobe.predict(d.X_rinit[te]) == y_te
     order = ranking.neuron_ordering(probe_all.coef_, steps).order
     inputs = probe_all.kernel_inputs(X_te, y_te)  # the test features normalised once for both kernels
-    out["masked"] = ablation_accuracy(inputs, order, ablation_percent, streams.masks)
-    outcomes.update({f"masked:{how}": c for how, c in ablation_outcomes(inputs, order, ablation_percent,
+    live = order[~d.constant[order]]  # constant neurons stay out of the top / bottom / random draws
+    out["masked"] = ablation_accuracy(inputs, live, ablation_percent, streams.masks)
+    outcomes.update({f"masked:{how}": c for how, c in ablation_outcomes(inputs, live, ablation_percent,
                                                                            streams.masks).items()})
     out["outcomes"] = outcomes
     out["groups"] = None if d.speakers is None else d.speakers[te]
@@ -229,6 +232,7 @@ def _task_result(d: _TaskData, task: str, seeds: Sequence[int], per: list[dict[s
         percentages=[], retrained_top={}, retrained_random={}, minimal_percent=None, minimal_accuracy=None,
         minimal_random_accuracy=None, minimal_reached=[], rest_redundant=[], information_redundant=[],
         distribution={}, prefix_steps=prefix_k.tolist(),
+        constant_neurons={n: int(c.sum()) for n, c in zip(names, np.split(d.constant, np.cumsum(d.sizes)[:-1]))},
         prefix_accuracy=np.mean([p["prefix"] for p in per], axis=0).tolist(), informative=informative,
     )
     return _with_minimal_sets(result, d, per) if informative else result

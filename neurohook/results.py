@@ -101,6 +101,8 @@ class TaskResult(JSONResult):
     #: Acc(ALL)'s interval lies above the majority rate: only then are minimal sets, their distribution
     #: over layers and overlaps computed (a probe at chance ranks noise).
     informative: bool = True
+    #: Neurons constant on every labelled utterance (dead), per layer; left out of the masked draws.
+    constant_neurons: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -95,3 +95,20 @@ def test_a_task_at_chance_is_gated_out_of_minimal_sets_and_overlaps():
     assert result.overlaps == []  # no overlap claim with a task at chance
     back = AnalysisResult.from_dict(result.to_dict()).tasks["noise"]
     assert back.informative is False and back.minimal_accuracy is None
+
+
+def test_dead_neurons_are_counted_and_never_fill_the_bottom_set():
+    import neurohook
+
+    rng = np.random.default_rng(7)
+    n, w = 400, 20
+    speakers = np.arange(n) % 40
+    y = speakers % 2
+    X = rng.standard_normal((n, 2 * w)).astype(np.float32) + 1.5 * y[:, None]  # every live neuron carries y
+    X[:, [0, 3, 5, 21, 22, 23, 24, 25]] = 0.0  # dead (e.g. ReLU units never active): 3 in layer a, 5 in b
+    feats = Features(X, [f"u{i}" for i in range(n)], [LayerSpan("a", 0, w, "mean"), LayerSpan("b", w, 2 * w, "mean")])
+    task = neurohook.analyze(feats, y, speakers=speakers, seeds=(0,), epochs=10, lr=0.02,
+                             ablation_percent=20).tasks["task"]
+    assert task.constant_neurons == {"a": 3, "b": 5}
+    # the bottom 20 % of the live neurons still carry the label; 8 dead ones would have left the majority rate
+    assert task.masked["bottom"].mean > task.majority.mean + 0.2

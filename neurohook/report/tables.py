@@ -51,8 +51,11 @@ def table2(study: Study, task: str) -> Table:
     rows = [["Neurons"] + [percent_label(m.tasks[task].ablation_percent) for m in ms]]
     for key, label in (("top", "Acc_t (Masked)"), ("bottom", "Acc_b (Masked)"), ("random", "Acc_r (Masked)")):
         rows.append([label] + [pct(m.tasks[task].masked[key].mean) for m in ms])
+    rows.append(["Constant neurons (left out)"] + [str(sum(m.tasks[task].constant_neurons.values())) for m in ms])
     return Table(f"Table 2 — {task}", [""] + [m.name for m in ms], rows,
-                 "The trained ALL probe re-scored with all other neurons masked (t=top, b=bottom, r=random); means over seeds.")
+                 "The trained ALL probe re-scored with all other neurons masked (t=top, b=bottom, r=random); means "
+                 "over seeds. Neurons constant on every labelled utterance (dead) are left out of the draws; N% is of "
+                 "the others.")
 
 
 def _seed_count(flags: Sequence[bool]) -> str:
