@@ -26,7 +26,7 @@ from neurohook.features import Features
 from neurohook.errors import DataError
 from neurohook import ranking
 from neurohook.ablation import DEFAULT_PERCENTAGES, ablation_accuracy, ablation_outcomes, minimal_neuron_set
-from neurohook.control import control_labels, majority_accuracy, selectivity
+from neurohook.control import control_labels, majority_accuracy, majority_class, selectivity
 from neurohook.data.splits import seed_streams, train_test_split
 from neurohook.intervals import percentile_interval, replicate_means
 from neurohook.probe import ProbeSpec, fit_probes
@@ -155,7 +155,7 @@ def _one_seed(d: _TaskData, seed: int, task: str, test_size: float, ablation_per
     out: dict[str, Any] = {"n_train": len(tr), "n_test": len(te), "layers": layer_acc[:-1], "oracle": oracle,
                            "majority": majority_accuracy(y_tr, y_te)}
     # per test utterance, 1 where right: what the intervals resample (columns named in `outcomes`)
-    outcomes = {"oracle": probe_all.predict(X_te) == y_te, "majority": y_te == _majority_class(y_tr),
+    outcomes = {"oracle": probe_all.predict(X_te) == y_te, "majority": y_te == majority_class(y_tr),
                 **{f"layer:{n}": p.predict(X_te[:, s.start : s.end]) == y_te
                    for n, p, s in zip(d.names, probes, specs)}}
     ctrl_train, ctrl_test = control_labels(y_tr, len(te), streams.control)
@@ -190,12 +190,6 @@ def _minimal(d: _TaskData, p: dict[str, Any], seed: int, task: str, percentages:
                                  seed, draw_seed=seed_streams(seed).minimal, **probe_params)
     logger.info("%s seed %d: minimal %g%% -> %.3f", task, seed, minimal.percent, minimal.accuracy)
     return {"minimal": minimal, "distribution": ranking.layer_distribution(np.asarray(minimal.neurons), d.sizes).counts}
-
-
-def _majority_class(y: np.ndarray) -> Any:
-    """y's most frequent class (the smallest on ties), as majority_accuracy predicts."""
-    classes, counts = np.unique(y, return_counts=True)
-    return classes[np.argmax(counts)]
 
 
 def _intervals(per: list[dict[str, Any]], seed: int) -> dict[str, tuple[float, float]]:

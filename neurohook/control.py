@@ -15,15 +15,20 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["majority_accuracy", "control_labels", "selectivity", "reinitialize"]
+__all__ = ["majority_accuracy", "majority_class", "control_labels", "selectivity", "reinitialize"]
 
 logger = logging.getLogger(__name__)
 
 
-def majority_accuracy(y_train: Any, y_test: Any) -> float:
-    """Accuracy on y_test (M,) of always predicting y_train's (N,) most frequent class (ties: smallest)."""
+def majority_class(y_train: Any) -> Any:
+    """y_train's (N,) most frequent class (ties: the smallest): what the majority baseline predicts."""
     classes, counts = np.unique(np.asarray(y_train), return_counts=True)
-    return float(np.mean(np.asarray(y_test) == classes[np.argmax(counts)]))
+    return classes[np.argmax(counts)]
+
+
+def majority_accuracy(y_train: Any, y_test: Any) -> float:
+    """Accuracy on y_test (M,) of always predicting :func:`majority_class` of y_train (N,)."""
+    return float(np.mean(np.asarray(y_test) == majority_class(y_train)))
 
 
 def control_labels(y_train: Any, n_test: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

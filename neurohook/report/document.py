@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence, Union
 
 
 
-__all__ = ["Block", "Heading", "Image", "Para", "Table", "count_label", "pct", "pct_ci", "percent_label", "render_html", "render_markdown"]
+__all__ = ["Block", "Heading", "Image", "Para", "Table", "count_label", "pct", "pct_ci", "pct_with_ci", "percent_label", "render_html", "render_markdown"]
 
 
 MISSING = "n/a"
@@ -27,6 +27,11 @@ def pct(x: float | None) -> str:
 def pct_ci(ci: tuple[float, float] | None) -> str:
     """A 95 % interval of fractions as ``[lo, hi]`` percentages with two decimals; n/a for None."""
     return MISSING if ci is None else f"[{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]"
+
+
+def pct_with_ci(x: float, ci: tuple[float, float] | None) -> str:
+    """A fraction as a percentage, followed by its interval when it has one: ``"71.04 [64.84, 76.80]"``."""
+    return f"{pct(x)} {pct_ci(ci)}" if ci else pct(x)
 
 
 def percent_label(p: float) -> str:

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from neurohook.analysis import overlap
 from neurohook.verification import ALL as SV_ALL
 from neurohook.report.loading import ModelResults, Study
-from neurohook.report.document import Table, count_label, pct, pct_ci, percent_label
+from neurohook.report.document import Table, count_label, pct, pct_ci, pct_with_ci, percent_label
 from neurohook.report.document import MISSING, NOT_INFORMATIVE, NOT_MEASURED
 
 __all__ = ["models_table", "table1", "table2", "table3", "table3_curve", "table4", "table_a8", "table_distribution", "table_layerwise_accuracy", "table_layerwise_eer", "table_overlap"]
@@ -133,8 +133,7 @@ def table_layerwise_eer(m: ModelResults) -> Table:
     for n in names:
         row = [n, str(sizes[n])]
         for v in m.verification.values():
-            row.append(next((f"{pct(e.eer)} {pct_ci(e.eer_ci)}" if e.eer_ci else pct(e.eer)
-                             for e in v.layerwise.layers if e.name == n), MISSING))
+            row.append(next((pct_with_ci(e.eer, e.eer_ci) for e in v.layerwise.layers if e.name == n), MISSING))
         rows.append(row)
     rows.append(["Best layer", ""] + [v.layerwise.best_layer for v in m.verification.values()])
     return Table(f"Layer-wise EER — {m.name}", ["Layer", "#Neu"] + [f"EER {t}" for t in m.verification], rows)
@@ -145,12 +144,9 @@ def table_layerwise_accuracy(m: ModelResults) -> Table:
     tasks = list(m.tasks.values())
     layers = list(dict.fromkeys(n for t in tasks for n in t.layers))
     sizes = {n: s for t in tasks for n, s in zip(t.layers, t.layer_sizes)}
-    def cell(stat: Any) -> str:
-        return f"{pct(stat.mean)} {pct_ci(stat.ci)}" if stat.ci else pct(stat.mean)
-
-    rows = [[n, str(sizes[n])] + [cell(t.layer_accuracy[n]) if n in t.layer_accuracy else MISSING for t in tasks]
-            for n in layers]
-    rows.append(["ALL", str(sum(sizes.values()))] + [cell(t.oracle) for t in tasks])
+    rows = [[n, str(sizes[n])] + [pct_with_ci(t.layer_accuracy[n].mean, t.layer_accuracy[n].ci)
+                                   if n in t.layer_accuracy else MISSING for t in tasks] for n in layers]
+    rows.append(["ALL", str(sum(sizes.values()))] + [pct_with_ci(t.oracle.mean, t.oracle.ci) for t in tasks])
     rows.append(["Best layer", ""] + [t.best_layer for t in tasks])
     rows.append(["Within layer_delta of best", ""] + [", ".join(t.redundant_layers) for t in tasks])
     return Table(f"Layer-wise accuracy — {m.name}", ["Layer", "#Neu"] + list(m.tasks), rows)
