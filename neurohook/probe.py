@@ -3,8 +3,8 @@
 ``LinearProbe`` is a scikit-learn estimator (``BaseEstimator``, ``ClassifierMixin``): its
 hyper-parameters are declared once, in ``__init__``; ``clone``, ``cross_val_score``, ``Pipeline`` and
 ``GridSearchCV`` work with it; learned state has a trailing underscore. :func:`fit_probes` trains
-many probes over column blocks of one feature matrix (every layer and ALL, for several seeds) in one
-batched loop (:mod:`neurohook.probe_batch`); each probe ends exactly where training it alone would.
+many probes over column blocks of one feature matrix (every layer and ALL, for several seeds)
+together.
 
 Normalisation: features are z-normalised with the training set's mean and standard deviation, kept
 in the probe (``mean_``, ``scale_``), so that ``|coef_|`` compares neurons on one scale whatever
@@ -12,9 +12,11 @@ their raw ranges. ``coef_`` is therefore the weight on *normalised* features, wh
 ranking uses; :meth:`LinearProbe.transform` gives the matching features. Zeroing a neuron in that
 space (the ablation of :mod:`neurohook.ablation`) sets it to its training mean.
 
-Loss: mean cross-entropy of a minibatch + l1 * sum|W| + l2 * sum W^2 (weights only, not biases),
-minimised with Adam (lr 1e-3), 20 epochs, batch 128 by default (section 4.3). Weights start at
-zero, the minibatch order comes from ``seed``: training is deterministic on a given device.
+Loss: mean cross-entropy + l1 * sum|W| + l2 * sum W^2 (weights only, not biases). The default
+chooses l2 on a dev part of the training rows and minimises the loss to convergence with full-batch
+L-BFGS (:mod:`neurohook.probe_tuning`, :mod:`neurohook.probe_lbfgs`); ``PAPER_SETTINGS`` gives the
+paper's section 4.3 instead: Adam (lr 1e-3), 20 epochs, batch 128, l1 = l2 = 1e-5
+(:mod:`neurohook.probe_batch`). Weights start at zero: training is deterministic on a given device.
 """
 
 from __future__ import annotations
@@ -26,12 +28,17 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
+from neurohook.data.splits import train_dev_split
 from neurohook.errors import DataError
 from neurohook.features import Features
 from neurohook.probe_batch import ProbeSpec, ProbeState, _is_row_source, train_probes
+from neurohook.probe_tuning import DEFAULT_L2_GRID, Tuning, dev_phase, refit
 from neurohook.zscore import standardize
 
-__all__ = ["KernelInputs", "LinearProbe", "ProbeSpec", "fit_probes"]
+__all__ = ["PAPER_SETTINGS", "KernelInputs", "LinearProbe", "ProbeSpec", "fit_probes"]
+
+# The paper's probe (section 4.3): Adam at its default learning rate, 20 epochs, l1 = l2 = 1e-5.
+PAPER_SETTINGS: dict[str, Any] = {"solver": "adam", "l1": 1e-5, "l2": 1e-5, "epochs": 20, "lr": 1e-3, "batch_size": 128}
 
 
 def _check_features(X: Any, name: str = "X") -> Any:
@@ -75,33 +82,50 @@ class KernelInputs(NamedTuple):
 
 
 class LinearProbe(ClassifierMixin, BaseEstimator):
-    """Elastic-net multinomial logistic regression probe on z-normalised features.
+    """Elastic-net multinomial logistic regression probe on z-normalised features, tuned by default.
 
     Example::
 
-        probe = LinearProbe(l1=1e-5, l2=1e-5).fit(X_train, y_train)   # X: (N, D), y: (N,)
-        probe.score(X_test, y_test); probe.coef_                       # coef_: (C, D)
-        cross_val_score(LinearProbe(epochs=10), X, y, cv=3)             # any scikit-learn tool
+        probe = LinearProbe().fit(X_train, y_train, groups=speakers)   # X: (N, D), y: (N,)
+        probe.score(X_test, y_test); probe.coef_; probe.l2_            # coef_: (C, D)
+        LinearProbe(**PAPER_SETTINGS).fit(X_train, y_train)            # the paper's probe, exactly
+        cross_val_score(LinearProbe(), X, y, cv=3)                      # any scikit-learn tool
+
+    By default (``l2=None``) the L2 penalty is chosen from ``l2_grid`` on a dev part of the training
+    rows (``dev_size`` of them; speaker-disjoint with ``groups``): the lowest dev cross-entropy; then
+    the probe is refit on all training rows (:mod:`neurohook.probe_tuning`). Training runs full-batch
+    L-BFGS to convergence. ``PAPER_SETTINGS`` reproduces section 4.3: Adam,
+    l1 = l2 = 1e-5, 20 epochs.
 
     Args:
-        l1, l2: penalties of the elastic net on the weights (not the biases).
+        solver: ``"lbfgs"`` (full batch, to ``tol`` or ``max_iter`` evaluations) or ``"adam"`` (minibatches).
+        l1, l2: penalties of the elastic net on the weights (not the biases); ``l2=None`` tunes l2.
+        l2_grid, dev_size: the values tried, and the training share held out to choose among them.
+        max_iter, tol: L-BFGS's bound on iterations and its gradient tolerance.
         epochs, batch_size, lr: Adam's passes over the data, minibatch size and learning rate.
-        seed: the minibatch order (training is deterministic on a given device).
+        seed: the dev split and Adam's minibatch order (training is deterministic on a given device).
         device: the torch device to train on.
-        early_stopping, validation_fraction, patience: keep each probe's best epoch on a stratified
-            held-out part of the training rows; stop after ``patience`` epochs without improvement.
+        early_stopping, validation_fraction, patience: Adam only: keep each probe's best epoch on a
+            stratified held-out part of the training rows; stop after ``patience`` epochs without gain.
 
     Attributes:
         classes_: (C,) the sorted training labels.
         coef_, intercept_: (C, D) and (C,) float32, on z-normalised features.
         mean_, scale_: (D,) the training statistics of the normalisation.
-        n_features_in_, n_epochs_: D and the epochs run.
+        l2_: the l2 trained with (chosen on dev, or given).
+        tuning_: the dev phase (``l2_grid``, ``dev_accuracy``, ``dev_loss``, ``l2``), or None when fixed.
+        n_features_in_, n_epochs_: D, and the passes over the training rows (Adam epochs or L-BFGS iterations).
     """
 
     def __init__(
         self,
+        solver: str = "lbfgs",
         l1: float = 0.0,
-        l2: float = 0.0,
+        l2: float | None = None,
+        l2_grid: Sequence[float] = DEFAULT_L2_GRID,
+        dev_size: float = 0.25,
+        max_iter: int = 200,
+        tol: float = 1e-5,
         epochs: int = 20,
         batch_size: int = 128,
         lr: float = 1e-3,
@@ -111,8 +135,13 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         validation_fraction: float = 0.1,
         patience: int = 3,
     ) -> None:
+        self.solver = solver
         self.l1 = l1
         self.l2 = l2
+        self.l2_grid = l2_grid
+        self.dev_size = dev_size
+        self.max_iter = max_iter
+        self.tol = tol
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -122,22 +151,25 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.patience = patience
 
-    def fit(self, X: Any, y: Any) -> "LinearProbe":
+    def fit(self, X: Any, y: Any, groups: Any = None) -> "LinearProbe":
         """Train on features X (N, D) and labels y (N,) of any values; returns self.
 
-        X may be an array or features read on demand (:class:`neurohook.shards.ShardedFeatures`),
-        which are then read one minibatch at a time.
+        ``groups`` (N,), e.g. speakers, makes the dev part of the tuning group-disjoint. X may be an
+        array or features read on demand (:class:`neurohook.shards.ShardedFeatures`).
         """
-        X = _check_features(X)
-        (state,) = train_probes(X, _check_labels(y, len(X)), [ProbeSpec(0, X.shape[1], self.seed)], self)
-        return self._set_state(state)
+        (probe,) = fit_probes(X, y, [ProbeSpec(0, _check_features(X).shape[1], self.seed)], groups=groups,
+                              **self.get_params())
+        return self._set_state(probe._state, probe.tuning_)
 
-    def _set_state(self, state: ProbeState) -> "LinearProbe":
-        """Take the learned state of one trained probe; returns self."""
+    def _set_state(self, state: ProbeState, tuning: Tuning | None = None, l2: float | None = None) -> "LinearProbe":
+        """Take the learned state of one trained probe (and its dev phase); returns self."""
+        self._state = state
         self.classes_, self.coef_, self.intercept_ = state.classes, state.coef, state.intercept
         self.mean_, self.scale_ = state.mean, state.scale
         self.n_features_in_ = state.coef.shape[1]
         self.n_epochs_ = state.epochs
+        self.tuning_ = tuning.to_dict() if isinstance(tuning, Tuning) else tuning
+        self.l2_ = float(self.tuning_["l2"] if self.tuning_ else (self.l2 if l2 is None else l2))
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -181,15 +213,15 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return idx.astype(np.int64)
 
 
-def fit_probes(X: Any, y: Any, specs: Sequence[ProbeSpec], **params: Any) -> list[LinearProbe]:
+def fit_probes(X: Any, y: Any, specs: Sequence[ProbeSpec], groups: Any = None, **params: Any) -> list[LinearProbe]:
     """Train one probe per spec (columns of X (N, D) and a seed) together; returns fitted LinearProbes.
 
-    ``params`` are :class:`LinearProbe` hyper-parameters (``seed`` comes from each spec). Probes of
-    one width at the same column starts train together for all their seeds: each step is one gather
-    of the seeds' minibatches and one ``torch.bmm``; an ALL probe beside its layers shares their bmm
-    (:mod:`neurohook.probe_batch`). Each result equals fitting that probe alone (up to float32
-    summation order). With early stopping each probe keeps its own best epoch, but training stops
-    only when no probe improved for ``patience`` epochs. Memory: up to one normalised float32 copy of X.
+    ``params`` are :class:`LinearProbe` hyper-parameters (``seed`` comes from each spec). With
+    ``l2=None`` each seed's probes are tuned on one dev part of the rows (drawn with that seed;
+    group-disjoint with ``groups`` (N,)): the whole grid for all of them in one L-BFGS pass, then one
+    refit pass (:mod:`neurohook.probe_tuning`). With fixed penalties the probes train in one pass;
+    with Adam, probes of one width at the same column starts train together for all their seeds
+    (:mod:`neurohook.probe_batch`), each ending where training it alone would.
     """
     template = LinearProbe(**params)
     X = _check_features(X)
@@ -199,5 +231,21 @@ def fit_probes(X: Any, y: Any, specs: Sequence[ProbeSpec], **params: Any) -> lis
     for s in specs:
         if not 0 <= s.start < s.end <= X.shape[1]:
             raise ValueError(f"probe columns [{s.start}, {s.end}) are outside X's {X.shape[1]} columns")
-    states = train_probes(X, y, specs, template)
-    return [clone(template).set_params(seed=s.seed)._set_state(state) for s, state in zip(specs, states)]
+    if template.solver == "adam" and template.l2 is not None:
+        states = train_probes(X, y, specs, template)
+        return [clone(template).set_params(seed=s.seed)._set_state(st) for s, st in zip(specs, states)]
+    out: dict[int, LinearProbe] = {}
+    for seed in sorted({s.seed for s in specs}):
+        mine = [i for i, s in enumerate(specs) if s.seed == seed]
+        spans = [(specs[i].start, specs[i].end) for i in mine]
+        tunings: list[Any] = [None] * len(spans)
+        l2s = [template.l2] * len(spans)
+        if template.l2 is None:
+            g = None if groups is None else np.asarray(groups)
+            fit, dev = train_dev_split(y, template.dev_size, seed, g)
+            tunings = dev_phase(X, y, spans, fit, dev, template, seed)
+            l2s = [t.l2 for t in tunings]
+        states = refit(X, y, [(a, b, l2) for (a, b), l2 in zip(spans, l2s)], template, seed)
+        for i, st, t, l2 in zip(mine, states, tunings, l2s):
+            out[i] = clone(template).set_params(seed=seed)._set_state(st, t, l2)
+    return [out[i] for i in range(len(specs))]

@@ -275,7 +275,8 @@ def test_findings_follow_the_rules(written, results):
     lang = next(v for k, v in rows.items() if k.startswith("Language"))
     assert [results["models"][m]["analysis"]["tasks"]["LID"]["best_layer"] for m in ("cnn-sre", "st-small")] == ["L3", "L2"]
     assert lang[2] == "agrees"
-    assert all(v[2] in ("agrees", "agrees (most)", "partly", "differs") for v in rows.values()), by_section
+    for k, v in rows.items():  # measured, or "not measured" with the reason (a task at chance is not studied)
+        assert v[2] in ("agrees", "agrees (most)", "partly", "differs") or (v[2] == "not measured" and "not informative" in v[1]), (k, v)
 
 
 def test_missing_parts_do_not_crash(results, tmp_path):

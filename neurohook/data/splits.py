@@ -30,7 +30,7 @@ from neurohook.errors import DataError
 from neurohook.data.manifest import Manifest
 
 __all__ = ["SeedStreams", "Split", "SplitError", "balance", "pick_test_groups", "seed_streams", "speaker_disjoint_split",
-           "speaker_holdout", "train_test_split"]
+           "speaker_holdout", "train_dev_split", "train_test_split"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ class SeedStreams(NamedTuple):
     masks: int
     minimal: int
     trials: int
-    intervals: int  # bootstrap replicates (spawned last: the other streams do not depend on it)
+    intervals: int  # bootstrap replicates (spawned after the others: they do not depend on it)
+    dev: int  # the dev part of the training rows (added last: the streams above are unchanged)
 
 
 def seed_streams(seed: int) -> SeedStreams:
@@ -191,6 +192,20 @@ def train_test_split(
             raise DataError(f"class(es) {missing[:5]} absent from the {part} split: give more utterances of them"
                              f"{' or more speakers' if speakers is not None else ''}")
     return train_idx, test_idx
+
+
+def train_dev_split(labels: Any, dev_size: float = 0.25, seed: int = 0, speakers: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (fit, dev) of training rows: every choice (λ, sizes, best layers) is made on dev.
+
+    Speaker-disjoint with ``speakers`` (N,) when every class has two training speakers; otherwise
+    stratified over utterances (logged), as :func:`train_test_split`. DataError when a class has one row.
+    """
+    if speakers is not None:
+        try:
+            return train_test_split(labels, dev_size, seed, speakers)
+        except DataError as err:
+            logger.info("dev split by utterance, not by speaker: %s", err)
+    return train_test_split(labels, dev_size, seed, None)
 
 
 def _check_splittable(labels: np.ndarray, speakers: np.ndarray | None) -> None:

@@ -1,0 +1,204 @@
+"""Full-batch L-BFGS for many elastic-net probes at once: the solver of the tuned default probe.
+
+Each probe is a column block [start, end) of one feature matrix and its own penalties (l1, l2). The
+probes over one block are one weight tensor (G, C, w), so a whole λ grid costs one matrix product per
+block and pass. The summed objective separates over probes and is strictly convex for l2 > 0, so its
+minimiser is every probe's own optimum: training a probe alone ends at the same weights, up to the
+convergence tolerance (the tests check this against scikit-learn).
+
+Objective of one probe, on z-normalised features (statistics of the training rows)::
+
+    mean cross-entropy + l1 * sum(sqrt(W**2 + eps**2) - eps) + l2 * sum(W**2)      (weights only)
+
+The l1 term is the smooth (pseudo-Huber, eps = 1e-4) form of ``l1 * sum|W|``, which L-BFGS needs.
+
+Example::
+
+    states = lbfgs_probes(X, y, [Block(0, 768, 0.0, 1e-3), Block(0, 768, 0.0, 1e-2)], rows=train_rows)
+    states[1].coef                                       # (C, 768), the l2 = 1e-2 probe
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from neurohook.probe_batch import ProbeState, _is_row_source
+from neurohook.zscore import column_stats
+
+__all__ = ["Block", "lbfgs_probes"]
+
+EPS = 1e-4  # smoothing of |w| in the l1 penalty
+CHUNK = 512  # rows per block of a pass over features read on demand
+
+
+class Block(NamedTuple):
+    """One probe of :func:`lbfgs_probes`: columns [start, end) and its penalties."""
+
+    start: int
+    end: int
+    l1: float
+    l2: float
+
+
+class _Rows:
+    """The z-normalised training rows, as one float32 tensor or, for features read on demand, in chunks."""
+
+    def __init__(self, X: Any, rows: np.ndarray, mean: np.ndarray, scale: np.ndarray, dev: torch.device) -> None:
+        self.X, self.rows, self.mean, self.scale, self.dev = X, rows, mean, scale, dev
+        self.Z = None
+        self.mean32, self.scale32 = mean.astype(np.float32), scale.astype(np.float32)
+        if not _is_row_source(X):
+            self.Z = torch.from_numpy(((np.asarray(X)[rows] - mean) / scale).astype(np.float32)).to(dev)
+
+    def chunks(self, y: torch.Tensor):
+        """(Z, y) blocks covering the rows once."""
+        if self.Z is not None:
+            yield self.Z, y
+            return
+        for a in range(0, len(self.rows), CHUNK):
+            r = self.rows[a : a + CHUNK]
+            block = (self.X.rows(r) - self.mean32) / self.scale32  # float32 throughout
+            yield torch.from_numpy(block).to(self.dev), y[a : a + CHUNK]
+
+
+class _Problem:
+    """The probes' objective, evaluated for all of them in one pass: f (P,) and its gradient per probe."""
+
+    def __init__(self, data: _Rows, Y: torch.Tensor, C: int, spans: list[tuple[int, int]], pen: dict) -> None:
+        self.data, self.Y, self.C, self.spans, self.pen = data, Y, C, spans, pen
+        self.n_rows = len(data.rows)
+
+    def __call__(self, x: dict[tuple[int, int], torch.Tensor]) -> tuple[dict, dict]:
+        """x: per span (G, C*w + C) flat parameters -> per span f (G,) and gradients (G, C*w + C)."""
+        C = self.C
+        x = {s: v.detach().requires_grad_(True) for s, v in x.items()}
+        f = {s: torch.zeros(v.shape[0], device=v.device) for s, v in x.items()}
+        for Z, yb in self.data.chunks(self.Y):
+            total = torch.zeros((), device=Z.device)
+            for (a, b), v in x.items():
+                G, w = v.shape[0], b - a
+                W, bias = v[:, : C * w].view(G, C, w), v[:, C * w :]
+                logits = (Z[:, a:b] @ W.reshape(G * C, w).T).view(len(Z), G, C) + bias
+                ce = torch.nn.functional.cross_entropy(logits.permute(0, 2, 1), yb[:, None].expand(-1, G),
+                                                       reduction="none").sum(dim=0) / self.n_rows  # (G,)
+                f[(a, b)] = f[(a, b)] + ce.detach()
+                total = total + ce.sum()
+            total.backward()
+        grads = {}
+        for (a, b), v in x.items():
+            G, w = v.shape[0], b - a
+            l1, l2 = self.pen[(a, b)]
+            with torch.enable_grad():
+                W = v[:, : C * w]
+                pen = (l2 * W.square()).sum(dim=1) + (l1 * ((W.square() + EPS**2).sqrt() - EPS)).sum(dim=1)
+                pen.sum().backward()
+            f[(a, b)] = f[(a, b)] + pen.detach()
+            grads[(a, b)] = v.grad.detach()
+        return f, grads
+
+
+def _direction(g: torch.Tensor, hist: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], gamma: torch.Tensor) -> torch.Tensor:
+    """-H g per probe (rows of g (G, P)) by the L-BFGS two-loop recursion over (s, y, rho) pairs."""
+    q, alphas = g.clone(), []
+    for s, y, rho in reversed(hist):
+        alpha = rho * (s * q).sum(dim=1)
+        q -= alpha[:, None] * y
+        alphas.append(alpha)
+    r = gamma[:, None] * q
+    for (s, y, rho), alpha in zip(hist, reversed(alphas)):
+        beta = rho * (y * r).sum(dim=1)
+        r += (alpha - beta)[:, None] * s
+    return -r
+
+
+def lbfgs_probes(X: Any, y: np.ndarray, blocks: Sequence[Block], rows: np.ndarray | None = None, *,
+                 max_iter: int = 200, tol: float = 1e-5, device: str | torch.device = "cpu",
+                 history: int = 10) -> list[ProbeState]:
+    """Train one probe per block on rows ``rows`` of X (N, D) (default all) with labels y (N,), together.
+
+    Every probe runs its own L-BFGS (own history, own backtracking line search): one pass over the
+    rows evaluates all of them, and each takes the steps it would take alone. A probe stops when its
+    largest gradient entry is below ``tol``, or after ``max_iter`` iterations; its state's ``epochs``
+    is the iterations it ran. Statistics of the normalisation come from the training rows.
+    """
+    rows = np.arange(len(X)) if rows is None else np.asarray(rows)
+    classes, y_idx = np.unique(np.asarray(y)[rows], return_inverse=True)
+    C, dev = len(classes), torch.device(device)
+    if not _is_row_source(X):
+        mean, scale = column_stats(np.asarray(X)[rows])
+    else:  # streamed over the shards (with their checks) when every row trains
+        mean, scale = column_stats(X if len(rows) == len(X) and (rows == np.arange(len(X))).all() else _SubRows(X, rows))
+    Y = torch.from_numpy(y_idx.astype(np.int64)).to(dev)
+    spans = sorted({(b.start, b.end) for b in blocks})
+    members = {s: [i for i, b in enumerate(blocks) if (b.start, b.end) == s] for s in spans}
+    pen = {s: tuple(torch.tensor([blocks[i][j] for i in m], dtype=torch.float32, device=dev)[:, None]
+                    for j in (2, 3)) for s, m in members.items()}
+    problem = _Problem(_Rows(X, rows, mean, scale, dev), Y, C, spans, pen)
+    x = {s: torch.zeros(len(m), C * (s[1] - s[0]) + C, device=dev) for s, m in members.items()}
+    f, g = problem(x)
+    hist: dict = {s: [] for s in spans}
+    gamma = {s: torch.ones(len(m), device=dev) for s, m in members.items()}
+    iters = {s: torch.zeros(len(m), dtype=torch.long, device=dev) for s, m in members.items()}
+    active = {s: g[s].abs().amax(dim=1) > tol for s in spans}
+    for it in range(max_iter):
+        if not any(a.any() for a in active.values()):
+            break
+        d, t, gtd = {}, {}, {}
+        for s in spans:
+            d[s] = _direction(g[s], hist[s], gamma[s]) if hist[s] else -g[s] / g[s].abs().sum(dim=1, keepdim=True).clamp(min=1)
+            gtd[s] = (g[s] * d[s]).sum(dim=1)
+            t[s] = active[s].float()  # inactive probes stay where they are
+        for _ in range(30):  # backtracking (Armijo) per probe; accepted probes keep their step
+            trial = {s: x[s] + t[s][:, None] * d[s] for s in spans}
+            f_new, g_new = problem(trial)
+            bad = {s: active[s] & (f_new[s] > f[s] + 1e-4 * t[s] * gtd[s]) for s in spans}
+            if not any(b.any() for b in bad.values()):
+                break
+            for s in spans:
+                t[s] = torch.where(bad[s], t[s] * 0.5, t[s])
+        for s in spans:
+            step, dy = trial[s] - x[s], g_new[s] - g[s]
+            ys = (step * dy).sum(dim=1)
+            ok = active[s] & (ys > 1e-10)
+            rho = torch.where(ok, 1.0 / ys.clamp(min=1e-10), torch.zeros_like(ys))  # rho 0: no update
+            hist[s] = (hist[s] + [(step, dy, rho)])[-history:]
+            gamma[s] = torch.where(ok, ys / (dy * dy).sum(dim=1).clamp(min=1e-20), gamma[s])
+            stalled = active[s] & ((f[s] - f_new[s]).abs() <= 1e-9 * f[s].abs().clamp(min=1))
+            x[s], f[s], g[s] = trial[s], f_new[s], g_new[s]
+            iters[s] += active[s].long()
+            active[s] = active[s] & ~stalled & (g[s].abs().amax(dim=1) > tol)
+    states: list[ProbeState | None] = [None] * len(blocks)
+    for s, m in members.items():
+        w = s[1] - s[0]
+        for j, i in enumerate(m):
+            v = x[s][j].cpu().numpy().astype(np.float32)
+            states[i] = ProbeState(classes, np.ascontiguousarray(v[: C * w].reshape(C, w)), v[C * w :].copy(),
+                                   mean[s[0] : s[1]], scale[s[0] : s[1]], int(iters[s][j]))
+    return states  # type: ignore[return-value]
+
+
+class _SubRows:
+    """Rows ``rows`` of features read on demand, for their column statistics (streamed, float64)."""
+
+    def __init__(self, X: Any, rows: np.ndarray) -> None:
+        self.X, self.rows = X, rows
+
+    def column_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean (D,) and population std (D,), merging chunks' means and squared deviations (Chan et al.)."""
+        count, mean, m2 = 0, 0.0, 0.0
+        for a in range(0, len(self.rows), CHUNK):
+            block = np.asarray(self.X.rows(self.rows[a : a + CHUNK]), dtype=np.float64)
+            if not np.isfinite(block).all():
+                r, col = np.argwhere(~np.isfinite(block))[0]
+                row = int(self.rows[a + r])
+                raise ValueError(f"features hold NaN or Inf at row {row} ({self.X.ids[row]!r}), column {col}")
+            n, bmean = len(block), block.mean(axis=0)
+            d = bmean - mean
+            mean = mean + d * n / (count + n)
+            block -= bmean  # in place: one float64 block in memory
+            m2 = m2 + np.square(block, out=block).sum(axis=0) + np.square(d) * count * n / (count + n)
+            count += n
+        return np.asarray(mean), np.sqrt(m2 / count)
