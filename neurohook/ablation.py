@@ -10,15 +10,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 from neurohook import ranking
 from neurohook.probe import KernelInputs, ProbeSpec, fit_probes
 
-__all__ = ["ABLATIONS", "DEFAULT_PERCENTAGES", "MinimalSet", "ablation_accuracy", "ablation_masks", "ablation_outcomes",
-           "minimal_neuron_set"]
+__all__ = ["ABLATIONS", "DEFAULT_PERCENTAGES", "DevSearch", "MinimalSet", "ablation_accuracy", "ablation_masks",
+           "ablation_outcomes", "minimal_neuron_set", "retrained_curve"]
 
 DEFAULT_PERCENTAGES: tuple[float, ...] = (1, 5, 10, 15, 20, 25, 50, 75)
 
@@ -46,38 +46,56 @@ def ablation_masks(order: np.ndarray, percent: float = 20.0, seed: int = 0, widt
     return masks
 
 
-def ablation_accuracy(inputs: KernelInputs, order: np.ndarray, percent: float = 20.0, seed: int = 0) -> dict[str, float]:
+def ablation_accuracy(inputs: KernelInputs, order: np.ndarray, percent: float = 20.0, seed: int = 0,
+                      draws: int = 1) -> dict[str, float]:
     """Accuracy of a trained probe keeping only the top / bottom / random ``percent`` of ``order``.
 
     ``inputs``: ``probe.kernel_inputs(X_test, y_test)``; order: (D,) ranking of the probe's neurons.
-    The random set is drawn with ``seed``. Computed by the compiled kernel.
+    The random accuracy is the mean over ``draws`` random sets drawn from ``seed``; its spread over
+    draws is ``"random_std"``. Computed by the compiled kernel.
     """
-    acc = ranking.masked_accuracy(*inputs, ablation_masks(order, percent, seed, inputs.Z.shape[1]))
-    return {how: float(a) for how, a in zip(ABLATIONS, acc)}
+    acc = ranking.masked_accuracy(*inputs, _masks(order, percent, seed, inputs.Z.shape[1], draws))
+    return {"top": float(acc[0]), "bottom": float(acc[1]), "random": float(np.mean(acc[2:])),
+            "random_std": float(np.std(acc[2:]))}
 
 
-def ablation_outcomes(inputs: KernelInputs, order: np.ndarray, percent: float = 20.0, seed: int = 0) -> dict[str, np.ndarray]:
-    """Per test utterance (N,) bool, whether the probe is right under each of :func:`ablation_accuracy`'s masks.
+def _masks(order: np.ndarray, percent: float, seed: int, width: int, draws: int) -> np.ndarray:
+    """Masks (2 + draws, D): top, bottom, then ``draws`` random sets (independent streams of ``seed``)."""
+    if draws < 1:
+        raise ValueError(f"draws must be at least 1, got {draws}")
+    first = ablation_masks(order, percent, seed, width)
+    extra = [ablation_masks(order, percent, int(s.generate_state(1)[0]), width)[2]
+             for s in np.random.SeedSequence(seed).spawn(draws - 1)]
+    return np.vstack([first, *[m[None] for m in extra]])
 
-    Their means are the accuracies; the intervals of :mod:`neurohook.intervals` resample them.
+
+def ablation_outcomes(inputs: KernelInputs, order: np.ndarray, percent: float = 20.0, seed: int = 0,
+                      draws: int = 1) -> dict[str, np.ndarray]:
+    """Per test utterance (N,), whether the probe is right under each of :func:`ablation_accuracy`'s masks.
+
+    Top and bottom are bool; random is the share of the ``draws`` random sets under which it is
+    right. Their means are the accuracies; the intervals of :mod:`neurohook.intervals` resample them.
     """
     Z, W, b, y = inputs
-    return {how: (Z[:, m] @ W[:, m].T + b).argmax(axis=1) == y
-            for how, m in zip(ABLATIONS, ablation_masks(order, percent, seed, Z.shape[1]))}
+    right = [(Z[:, m] @ W[:, m].T + b).argmax(axis=1) == y for m in _masks(order, percent, seed, Z.shape[1], draws)]
+    return {"top": right[0], "bottom": right[1], "random": np.mean(right[2:], axis=0)}
 
 
 @dataclass
 class MinimalSet:
     """Result of the minimal-neuron-set search for one seed (accuracies as fractions)."""
 
-    oracle: float  # Acc(ALL)
+    oracle: float  # Acc(ALL) on the split the size is chosen on
     delta: float  # tolerance, as a fraction (0.01 = one accuracy point)
     percentages: list[float]
-    top: list[float]  # retrained accuracy on the top N%, per percentage
-    random: list[float]  # retrained accuracy on a random N%, per percentage
+    top: list[float]  # retrained accuracy on the top N%, per percentage (evaluation split)
+    random: list[float]  # retrained accuracy on a random N%, per percentage (evaluation split)
     percent: float  # the minimal N% (the largest tried when none reached the oracle)
-    reached: bool  # the minimal set is within delta of the oracle
+    reached: bool  # the minimal set is within delta of the oracle, on the split it was chosen on
     neurons: list[int] = field(default_factory=list)  # the minimal set, in ranking order
+    chosen_on: str = "test"  # "dev": chosen on a dev curve, reported on test; "test": the paper's search
+    dev_top: list[float] = field(default_factory=list)  # the dev curve the size was chosen on
+    test_oracle: float | None = None  # Acc(ALL) on test, for the redundancy tests (default: oracle)
 
     @property
     def accuracy(self) -> float:
@@ -92,12 +110,43 @@ class MinimalSet:
     @property
     def rest_redundant(self) -> bool:
         """Section 6.2 (i): the minimal set keeps at least 97% of the oracle's accuracy."""
-        return self.accuracy >= 0.97 * self.oracle
+        return self.accuracy >= 0.97 * (self.oracle if self.test_oracle is None else self.test_oracle)
 
     @property
     def information_redundant(self) -> bool:
         """Section 6.2 (ii): a random set of the same size does as well as the top set (within delta)."""
         return self.random_accuracy >= self.accuracy - self.delta
+
+
+class DevSearch(NamedTuple):
+    """Where the minimal set's size is chosen: fit / dev rows of the training data, their ranking and oracle."""
+
+    X_fit: Any
+    y_fit: Any
+    X_dev: Any
+    y_dev: Any
+    order: np.ndarray  # ranking from a probe trained on the fit rows
+    oracle: float  # Acc(ALL) of that probe on the dev rows
+
+
+def retrained_curve(X_train: Any, y_train: Any, X_test: Any, y_test: Any, order: np.ndarray,
+                    percentages: Sequence[float], seed: int = 0, draw_seed: int | None = None,
+                    **probe_params: Any) -> tuple[list[float], list[float]]:
+    """Test accuracies of probes retrained on the top N% and on a random N% of ``order``, per N.
+
+    All probes train in one batched pass: the columns are permuted so every top N% (and every
+    random N%, nested prefixes of one shuffle from ``draw_seed``, else ``seed``) is a prefix.
+    """
+    X_train, X_test = np.asarray(X_train), np.asarray(X_test)
+    D = X_train.shape[1]
+    ks = [_count(p, D) for p in percentages]
+    shuffled = np.random.default_rng(seed if draw_seed is None else draw_seed).permutation(D)
+    cols = np.concatenate([order, shuffled])
+    specs = [ProbeSpec(0, k, seed) for k in ks] + [ProbeSpec(D, D + k, seed) for k in ks]
+    probes = fit_probes(X_train[:, cols], y_train, specs, **probe_params)
+    Xt = X_test[:, cols]
+    acc = [p.score(Xt[:, s.start : s.end], y_test) for p, s in zip(probes, specs)]
+    return acc[: len(ks)], acc[len(ks) :]
 
 
 def minimal_neuron_set(
@@ -111,25 +160,26 @@ def minimal_neuron_set(
     delta: float = 0.01,
     seed: int = 0,
     draw_seed: int | None = None,
+    dev: DevSearch | None = None,
     **probe_params: Any,
 ) -> MinimalSet:
-    """Retrain probes on the top and a random N% of ``order`` for each N; the smallest within delta of oracle.
+    """The smallest top N% of ``order`` whose retrained probe is within delta of the oracle.
 
-    X_train: (N, D), X_test: (M, D) raw features; order: (D,) ranking. All probes train in one
-    batched pass: the columns are permuted so every top N% (and every random N%) is a prefix.
+    X_train: (N, D), X_test: (M, D) raw features; order: (D,) ranking; oracle: Acc(ALL) on test.
+    With ``dev`` the size is chosen on the dev curve (probes retrained on the fit rows with the top N%
+    of ``dev.order``, scored on the dev rows, against ``dev.oracle``) and the test curve is only
+    reported; without it, on the test curve (the paper's procedure, optimistic).
     """
-    X_train, X_test = np.asarray(X_train), np.asarray(X_test)
-    D = X_train.shape[1]
     percentages = sorted(float(p) for p in percentages)
-    ks = [_count(p, D) for p in percentages]
-    # nested random sets: prefixes of one shuffle (from draw_seed, else seed; probes train with seed)
-    shuffled = np.random.default_rng(seed if draw_seed is None else draw_seed).permutation(D)
-    cols = np.concatenate([order, shuffled])
-    specs = [ProbeSpec(0, k, seed) for k in ks] + [ProbeSpec(D, D + k, seed) for k in ks]
-    probes = fit_probes(X_train[:, cols], y_train, specs, **probe_params)
-    Xt = X_test[:, cols]
-    acc = [p.score(Xt[:, s.start : s.end], y_test) for p, s in zip(probes, specs)]
-    top, rnd = acc[: len(ks)], acc[len(ks) :]
-    reached = [i for i, a in enumerate(top) if a >= oracle - delta]
-    i = reached[0] if reached else len(ks) - 1
-    return MinimalSet(oracle, delta, percentages, top, rnd, percentages[i], bool(reached), order[: ks[i]].tolist())
+    top, rnd = retrained_curve(X_train, y_train, X_test, y_test, order, percentages, seed, draw_seed, **probe_params)
+    curve, target, on = top, oracle, "test"
+    dev_top: list[float] = []
+    if dev is not None:
+        dev_top, _ = retrained_curve(dev.X_fit, dev.y_fit, dev.X_dev, dev.y_dev, dev.order, percentages,
+                                     seed, draw_seed, **probe_params)
+        curve, target, on = dev_top, dev.oracle, "dev"
+    reached = [i for i, a in enumerate(curve) if a >= target - delta]
+    i = reached[0] if reached else len(percentages) - 1
+    k = _count(percentages[i], np.asarray(X_train).shape[1])
+    return MinimalSet(target, delta, percentages, top, rnd, percentages[i], bool(reached), order[:k].tolist(), on, dev_top,
+                      oracle)

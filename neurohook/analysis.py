@@ -1,12 +1,15 @@
 """The paper's layer-wise and neuron-level study of one model, in one call: :func:`analyze`.
 
-For each task (a label per utterance) and each seed: a stratified (or speaker-disjoint) train/test
-split; one probe per layer and one on ALL layers concatenated, trained together; the majority,
-control-task (selectivity) and optional R.INIT baselines; the ranking of ALL's neurons; masked
-top / bottom / random accuracies; the prefix curve; the minimal neuron set with its random
-counterpart; its distribution over layers. Then means and standard deviations over seeds, and the
-overlap of the tasks' minimal sets (polysemous neurons). Results are dataclasses that serialise to
-JSON and back.
+For each task (a label per utterance) and each seed: a train/test split (stratified, or
+speaker-disjoint), and a dev part of the training rows (speaker-disjoint too) on which every choice
+is made: each probe's l2 (:mod:`neurohook.probe_tuning`), the ranking probe's l2 (the one whose top
+``ablation_percent`` of neurons alone scores best on dev), the best and redundant layers, the minimal
+neuron set's size. Then, on test only: one probe per layer and one on ALL layers concatenated, the
+majority, control-task (selectivity) and optional R.INIT baselines; masked top / bottom / random
+accuracies of the ranking probe (random: the mean of 10 draws) and the verdict on top vs random; the
+prefix curve; the minimal neuron set's accuracy with its random counterpart; its distribution over
+layers. Then means and standard deviations over seeds, and the overlap of the tasks' minimal sets
+(polysemous neurons). Results are dataclasses that serialise to JSON and back.
 
 Accuracies are fractions in [0, 1]; ``delta`` tolerances are fractions too (0.01 = one point). Every
 accuracy measured on the test utterances (majority, ALL, control, R.INIT, each layer, the masked
@@ -25,11 +28,12 @@ import numpy as np
 from neurohook.features import Features
 from neurohook.errors import DataError
 from neurohook import ranking
-from neurohook.ablation import DEFAULT_PERCENTAGES, ablation_accuracy, ablation_outcomes, minimal_neuron_set
+from neurohook.ablation import DEFAULT_PERCENTAGES, DevSearch, ablation_accuracy, ablation_outcomes, minimal_neuron_set
 from neurohook.control import control_labels, majority_accuracy, majority_class, selectivity
-from neurohook.data.splits import seed_streams, train_test_split
+from neurohook.data.splits import seed_streams, train_dev_split, train_test_split
 from neurohook.intervals import percentile_interval, replicate_means
-from neurohook.probe import ProbeSpec, fit_probes
+from neurohook.probe import PAPER_SETTINGS, LinearProbe, ProbeSpec, fit_probes
+from neurohook.probe_tuning import dev_phase, refit
 from neurohook.results import AnalysisResult, Overlap, Stat, TaskResult
 
 __all__ = [
@@ -140,55 +144,103 @@ def _task_data(features: Features, labels: Any, task: str, speakers: Any, rinit_
     return _TaskData(X, _clean(y_all[keep]), spk, X_rinit, perm, names, sizes, fixed, constant)
 
 
+RANDOM_DRAWS = 10  # random sets per seed behind every random-k accuracy
+
+
+def _probe(state: Any, params: dict[str, Any], tuning: Any = None, l2: float | None = None) -> LinearProbe:
+    """A fitted LinearProbe from a trained state (and its dev phase)."""
+    return LinearProbe(**params)._set_state(state, tuning, l2)
+
+
+def _ranking_choice(tuning: Any, X_dev: np.ndarray, y_dev: np.ndarray, constant: np.ndarray, percent: float,
+                    seed: int, steps: Sequence[float] | None) -> tuple[int, np.ndarray]:
+    """(grid index, dev-phase order) of the ranking probe: the l2 whose top ``percent`` of neurons,
+    alone, scores best on dev (ties: the stronger l2). With one grid value, that one."""
+    best, best_acc, best_order = 0, -1.0, None
+    for g, state in enumerate(tuning.states):
+        order = ranking.neuron_ordering(state.coef, steps).order
+        if len(tuning.states) == 1:
+            return 0, order
+        probe = LinearProbe()._set_state(state, l2=tuning.grid[g])
+        acc = ablation_accuracy(probe.kernel_inputs(X_dev, y_dev), order[~constant[order]], percent, seed)["top"]
+        if acc >= best_acc:
+            best, best_acc, best_order = g, acc, order
+    return best, best_order
+
+
 def _one_seed(d: _TaskData, seed: int, task: str, test_size: float, ablation_percent: float,
               steps: Sequence[float] | None, prefix_k: np.ndarray, probe_params: dict[str, Any]) -> dict[str, Any]:
-    """One seed's measurements: probes per layer and on ALL, baselines, ranking, ablation, prefix curve."""
-    streams = seed_streams(seed)  # independent draws: split, control labels, masks, minimal sets
+    """One seed's measurements: probes per layer and on ALL, baselines, ranking, ablation, prefix curve.
+
+    Choices are made on a dev part of the training rows: each probe's l2, the ranking probe's l2,
+    (later) the best layer and the minimal set's size. Test rows are only scored.
+    """
+    streams = seed_streams(seed)  # independent draws: split, control labels, masks, minimal sets, dev
     tr, te = d.fixed if d.fixed is not None else train_test_split(d.y, test_size, streams.split, d.speakers)
     D = d.X.shape[1]
     starts = np.concatenate([[0], np.cumsum(d.sizes)])
-    specs = [ProbeSpec(int(starts[i]), int(starts[i + 1]), seed) for i in range(len(d.names))] + [ProbeSpec(0, D, seed)]
+    spans = [(int(starts[i]), int(starts[i + 1])) for i in range(len(d.names))] + [(0, D)]
     X_tr, X_te, y_tr, y_te = d.X[tr], d.X[te], d.y[tr], d.y[te]  # one copy each per seed
-    probes = fit_probes(X_tr, y_tr, specs, **probe_params)
-    layer_acc = [p.score(X_te[:, s.start : s.end], y_te) for p, s in zip(probes, specs)]
-    probe_all, oracle = probes[-1], layer_acc[-1]
+    spk_tr = None if d.speakers is None else d.speakers[tr]
+    template = LinearProbe(**probe_params)
+    fit, dev = train_dev_split(y_tr, template.dev_size, streams.dev, spk_tr)
+    tunings = dev_phase(X_tr, y_tr, spans, fit, dev, template, seed)
+    g_rank, dev_order = _ranking_choice(tunings[-1], X_tr[dev], y_tr[dev], d.constant, ablation_percent, streams.masks,
+                                        steps)
+    rank_l2 = tunings[-1].grid[g_rank]
+    refits = [(a, b, t.l2) for (a, b), t in zip(spans, tunings)]
+    separate = rank_l2 != tunings[-1].l2
+    states = refit(X_tr, y_tr, refits + ([(0, D, rank_l2)] if separate else []), template, seed)
+    probes = [_probe(st, probe_params, t) for st, t in zip(states, tunings)]
+    probe_all = probes[-1]
+    rank_probe = _probe(states[-1], probe_params, l2=rank_l2) if separate else probe_all
+    layer_acc = [p.score(X_te[:, a:b], y_te) for p, (a, b) in zip(probes, spans)]
+    oracle = layer_acc[-1]
     out: dict[str, Any] = {"n_train": len(tr), "n_test": len(te), "layers": layer_acc[:-1], "oracle": oracle,
-                           "majority": majority_accuracy(y_tr, y_te)}
+                           "majority": majority_accuracy(y_tr, y_te), "probe_l2": tunings[-1].l2, "ranking_l2": rank_l2,
+                           "layers_dev": [t.dev_accuracy[t.chosen] for t in tunings[:-1]],
+                           "oracle_dev": tunings[-1].dev_accuracy[tunings[-1].chosen], "dev_rows": (fit, dev),
+                           "dev_order": dev_order}
     # per test utterance, 1 where right: what the intervals resample (columns named in `outcomes`)
     outcomes = {"oracle": probe_all.predict(X_te) == y_te, "majority": y_te == majority_class(y_tr),
-                **{f"layer:{n}": p.predict(X_te[:, s.start : s.end]) == y_te
-                   for n, p, s in zip(d.names, probes, specs)}}
+                **{f"layer:{n}": p.predict(X_te[:, a:b]) == y_te for n, p, (a, b) in zip(d.names, probes, spans)}}
     ctrl_train, ctrl_test = control_labels(y_tr, len(te), streams.control)
-    (ctrl_probe,) = fit_probes(X_tr, ctrl_train, [ProbeSpec(0, D, seed)], **probe_params)
+    (ctrl_probe,) = fit_probes(X_tr, ctrl_train, [ProbeSpec(0, D, seed)], groups=spk_tr, **probe_params)
     out["control"] = ctrl_probe.score(X_te, ctrl_test)
     outcomes["control"] = ctrl_probe.predict(X_te) == ctrl_test
     out["selectivity"] = selectivity(oracle, out["control"])
     if d.X_rinit is not None:
-        (rprobe,) = fit_probes(d.X_rinit[tr], y_tr, [ProbeSpec(0, d.X_rinit.shape[1], seed)], **probe_params)
+        (rprobe,) = fit_probes(d.X_rinit[tr], y_tr, [ProbeSpec(0, d.X_rinit.shape[1], seed)], groups=spk_tr, **probe_params)
         out["rinit"] = rprobe.score(d.X_rinit[te], y_te)
         outcomes["rinit"] = rprobe.predict(d.X_rinit[te]) == y_te
-    order = ranking.neuron_ordering(probe_all.coef_, steps).order
-    inputs = probe_all.kernel_inputs(X_te, y_te)  # the test features normalised once for both kernels
+    order = ranking.neuron_ordering(rank_probe.coef_, steps).order
+    inputs = rank_probe.kernel_inputs(X_te, y_te)  # the test features normalised once for both kernels
     live = order[~d.constant[order]]  # constant neurons stay out of the top / bottom / random draws
-    out["masked"] = ablation_accuracy(inputs, live, ablation_percent, streams.masks)
+    out["masked"] = ablation_accuracy(inputs, live, ablation_percent, streams.masks, RANDOM_DRAWS)
     outcomes.update({f"masked:{how}": c for how, c in ablation_outcomes(inputs, live, ablation_percent,
-                                                                           streams.masks).items()})
+                                                                           streams.masks, RANDOM_DRAWS).items()})
     out["outcomes"] = outcomes
     out["groups"] = None if d.speakers is None else d.speakers[te]
     curve = ranking.prefix_accuracy(*inputs, order)
     out["prefix"] = curve[prefix_k - 1]
     out.update(split=(tr, te), order=order)
-    logger.info("%s seed %d: ALL %.3f, best layer %.3f", task, seed, oracle, max(layer_acc[:-1]))
+    logger.info("%s seed %d: ALL %.3f (l2 %g; ranking l2 %g), best layer %.3f", task, seed, oracle, tunings[-1].l2,
+                rank_l2, max(layer_acc[:-1]))
     return out
 
 
 def _minimal(d: _TaskData, p: dict[str, Any], seed: int, task: str, percentages: Sequence[float], delta: float,
              probe_params: dict[str, Any]) -> dict[str, Any]:
-    """One seed's minimal neuron set (retrained probes on the top / random N%) and its layer distribution."""
+    """One seed's minimal neuron set, its size chosen on dev (probes retrained on the top / random N%
+    with the ALL probe's l2), reported on test; and its layer distribution."""
     tr, te = p["split"]
-    minimal = minimal_neuron_set(d.X[tr], d.y[tr], d.X[te], d.y[te], p["order"], p["oracle"], percentages, delta,
-                                 seed, draw_seed=seed_streams(seed).minimal, **probe_params)
-    logger.info("%s seed %d: minimal %g%% -> %.3f", task, seed, minimal.percent, minimal.accuracy)
+    fit, dev = p["dev_rows"]
+    X_tr, y_tr = d.X[tr], d.y[tr]
+    search = DevSearch(X_tr[fit], y_tr[fit], X_tr[dev], y_tr[dev], p["dev_order"], p["oracle_dev"])
+    params = {**probe_params, "l2": p["probe_l2"]}
+    minimal = minimal_neuron_set(X_tr, y_tr, d.X[te], d.y[te], p["order"], p["oracle"], percentages, delta,
+                                 seed, draw_seed=seed_streams(seed).minimal, dev=search, **params)
+    logger.info("%s seed %d: minimal %g%% (chosen on dev) -> %.3f on test", task, seed, minimal.percent, minimal.accuracy)
     return {"minimal": minimal, "distribution": ranking.layer_distribution(np.asarray(minimal.neurons), d.sizes).counts}
 
 
@@ -199,7 +251,15 @@ def _intervals(per: list[dict[str, Any]], seed: int) -> dict[str, tuple[float, f
                            [p["groups"] for p in per], seed=seed)
     ci = {n: percentile_interval(reps[:, j]) for j, n in enumerate(names)}
     ci["selectivity"] = percentile_interval(reps[:, names.index("oracle")] - reps[:, names.index("control")])
+    ci["top_minus_random"] = percentile_interval(reps[:, names.index("masked:top")] - reps[:, names.index("masked:random")])
     return ci
+
+
+def ranking_verdict(ci: tuple[float, float]) -> str:
+    """What the interval of (masked top - masked random) accuracy supports."""
+    if ci[0] > 0:
+        return "better than random"
+    return "worse than random" if ci[1] < 0 else "not better than random"
 
 
 def _task_result(d: _TaskData, task: str, seeds: Sequence[int], per: list[dict[str, Any]],
@@ -207,7 +267,8 @@ def _task_result(d: _TaskData, task: str, seeds: Sequence[int], per: list[dict[s
                  prefix_k: np.ndarray) -> TaskResult:
     """Means, spreads and intervals over seeds of every measurement, as a TaskResult."""
     layer_acc = np.array([p["layers"] for p in per])  # seeds x layers
-    mean_layer = layer_acc.mean(axis=0)
+    layer_dev = np.array([p["layers_dev"] for p in per])
+    mean_layer = layer_dev.mean(axis=0)  # the best layer is chosen on dev
     best = int(np.argmax(mean_layer))
     names = d.names
     result = TaskResult(
@@ -228,6 +289,12 @@ def _task_result(d: _TaskData, task: str, seeds: Sequence[int], per: list[dict[s
         distribution={}, prefix_steps=prefix_k.tolist(),
         constant_neurons={n: int(c.sum()) for n, c in zip(names, np.split(d.constant, np.cumsum(d.sizes)[:-1]))},
         prefix_accuracy=np.mean([p["prefix"] for p in per], axis=0).tolist(), informative=informative,
+        layer_dev_accuracy={n: Stat.of(layer_dev[:, i]) for i, n in enumerate(names)},
+        probe_l2=[float(p["probe_l2"]) for p in per], ranking_l2=[float(p["ranking_l2"]) for p in per],
+        top_minus_random=Stat.of([p["masked"]["top"] - p["masked"]["random"] for p in per], ci["top_minus_random"]),
+        ranking_verdict=ranking_verdict(ci["top_minus_random"]),
+        chosen_on={"l2": "dev", "ranking_l2": "dev", "best_layer": "dev", "redundant_layers": "dev",
+                   "minimal_percent": "dev" if informative else "", "accuracies": "test"},
     )
     return _with_minimal_sets(result, d, per) if informative else result
 
@@ -267,14 +334,19 @@ def analyze_task(
     steps: Sequence[float] | None = None,
     prefix_points: int = 200,
     split: Any = None,
+    paper: bool = False,
     **probe_params: Any,
 ) -> TaskResult:
     """The full study of one task on Features (values (N, D), ids, layers); labels (N,) or id -> label.
 
     Each seed draws its own split (stratified, speaker-disjoint with ``speakers``), unless ``split``
     fixes one: ``"train"`` / ``"test"`` per utterance, an array (N,) or a mapping id -> side (e.g. a
-    manifest's split column); seeds then vary only the probes and the random draws.
+    manifest's split column); seeds then vary only the probes and the random draws. ``paper=True``
+    trains every probe with :data:`neurohook.probe.PAPER_SETTINGS` (Adam, l1 = l2 = 1e-5, 20 epochs)
+    instead of the tuned default (``probe_params`` given beside it override it); choices are still made on dev.
     """
+    if paper:
+        probe_params = {**PAPER_SETTINGS, **probe_params}
     d = _task_data(features, labels, task, speakers, rinit_features, split)
     D = d.X.shape[1]
     prefix_k = np.unique(np.linspace(1, D, min(prefix_points, D)).round().astype(int))

@@ -103,6 +103,18 @@ class TaskResult(JSONResult):
     informative: bool = True
     #: Neurons constant on every labelled utterance (dead), per layer; left out of the masked draws.
     constant_neurons: dict[str, int] = field(default_factory=dict)
+    #: Dev accuracy of each layer's probe (the dev part of the training rows): best_layer,
+    #: redundant_layers and the minimal set's size are chosen on dev; every other accuracy is test.
+    layer_dev_accuracy: dict[str, Stat] = field(default_factory=dict)
+    #: The l2 of the ALL probe (whose accuracy is reported) and of the ranking probe, per seed.
+    probe_l2: list[float] = field(default_factory=list)
+    ranking_l2: list[float] = field(default_factory=list)
+    #: Masked top minus random accuracy (test) with its interval, and the verdict it supports:
+    #: "better than random", "not better than random" or "worse than random" (interval excludes 0).
+    top_minus_random: Stat | None = None
+    ranking_verdict: str = ""
+    #: Which split each choice was made on ("dev"; "test" only for the paper's own minimal-set search).
+    chosen_on: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

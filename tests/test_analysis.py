@@ -15,7 +15,7 @@ from neurohook.results import AnalysisResult
 from neurohook.features import Features, LayerSpan
 from neurohook.probe import LinearProbe
 
-PROBE = dict(lr=1e-2, epochs=15, l1=1e-3)
+PROBE: dict = {}  # the default, tuned probe
 
 
 

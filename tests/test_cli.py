@@ -121,7 +121,7 @@ def test_corpus_extract_analyze_report_with_a_built_in_model(tiny_corpus, tmp_pa
     assert len(feats) == 36 and feats.layer_names == ["conv1", "conv2", "conv3", "conv4", "fc1", "fc2"]
     assert len(list((tmp_path / "feats" / "shards").glob("*.safetensors"))) == 4
     run("analyze", "--features", str(tmp_path / "feats"), "--manifest", manifest, "--tasks", "gender",
-        "--seeds", "1", "--epochs", "5", "--out", str(tmp_path / "results.json"), cache=cache, cwd=tmp_path)
+        "--seeds", "1", "--paper-settings", "--epochs", "5", "--out", str(tmp_path / "results.json"), cache=cache, cwd=tmp_path)
     run("report", "--results", str(tmp_path / "results.json"), "--out", str(tmp_path / "report"), cache=cache, cwd=tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())
     (entry,) = results["models"].values()

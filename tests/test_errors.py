@@ -42,7 +42,7 @@ def study(tmp_path_factory):
 
 def analyze(capsys, study, *extra):
     return cli(capsys, "analyze", "--features", study / "features.npz", "--manifest", study / "manifest.csv",
-               "--tasks", "gender", "--seeds", "1", "--epochs", "3", *extra)
+               "--tasks", "gender", "--seeds", "1", "--paper-settings", "--epochs", "3", *extra)
 
 
 def test_damaged_files_of_every_kind_are_named(study, corpus, tmp_path, capsys):
@@ -178,12 +178,12 @@ def test_a_failing_sv_step_keeps_the_analysis(study, tmp_path, capsys, caplog):
     (tmp_path / "one.csv").write_text("\n".join([lines[0]] + [",".join([r[0], r[1], f"p{i}", *r[3:]])
                                                               for i, r in enumerate(rows)]) + "\n")
     code, err = cli(capsys, "analyze", "--features", study / "features.npz", "--manifest", tmp_path / "one.csv",
-                    "--tasks", "gender", "--seeds", "1", "--epochs", "3", "--speaker-column", "", "--sv",
+                    "--tasks", "gender", "--seeds", "1", "--paper-settings", "--epochs", "3", "--speaker-column", "", "--sv",
                     "--out", tmp_path / "r.json")
     assert_one_line(code, err, "--sv", "--speaker-column")
     assert "gender" in json.loads((tmp_path / "r.json").read_text())["models"]["features"]["analysis"]["tasks"]
     code, err = cli(capsys, "analyze", "--features", study / "features.npz", "--manifest", tmp_path / "one.csv",
-                    "--tasks", "gender", "--seeds", "1", "--epochs", "3", "--sv", "--out", tmp_path / "s.json")
+                    "--tasks", "gender", "--seeds", "1", "--paper-settings", "--epochs", "3", "--sv", "--out", tmp_path / "s.json")
     assert code == 0 and "speaker verification could not run" in caplog.text
     entry = json.loads((tmp_path / "s.json").read_text())["models"]["features"]
     assert "gender" in entry["analysis"]["tasks"] and "one each" in entry["verification"]["SV"]["error"]

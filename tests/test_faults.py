@@ -178,7 +178,7 @@ def test_analyze_reads_an_extraction_kept_as_shards(corpus, tmp_path, capsys):
     code, err = extract(capsys, corpus, tmp_path / "f", "--no-merge")
     assert code == 0 and not (tmp_path / "f" / "features.npz").exists(), err
     code, err = cli(capsys, "analyze", "--features", tmp_path / "f", "--manifest", corpus, "--tasks", "gender",
-                    "--speaker-column", "", "--seeds", "1", "--epochs", "2", "--test-size", "0.5",
+                    "--speaker-column", "", "--seeds", "1", "--paper-settings", "--epochs", "2", "--test-size", "0.5",
                     "--out", tmp_path / "r.json")
     assert code == 0, err
     assert json.loads((tmp_path / "r.json").read_text())["models"]["f"]["n_neurons"] == 1440

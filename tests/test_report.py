@@ -152,7 +152,8 @@ def rows_of(table: list[list[str]]) -> dict[str, list[str]]:
 
 
 def as_pct(cell: str) -> float:
-    return float(cell)
+    """The value of a cell "12.34" or "12.34 [10.00, 14.00]" (its interval left aside)."""
+    return float(cell.split(" [")[0])
 
 
 def expected(frac: float) -> float:

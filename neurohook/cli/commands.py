@@ -125,6 +125,19 @@ def load_features(path: str, flag: str) -> Any:
     raise UserError(f"{flag} {path}: a folder without {FEATURES_FILE} or shards ({SHARD_PATTERN})")
 
 
+def probe_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The probe's settings from the analyze flags: the tuned default, or the paper's (--paper-settings)."""
+    if (args.epochs is not None or args.lr is not None) and not args.paper_settings:
+        raise UserError("--epochs and --lr set the paper's Adam probe: add --paper-settings (the default probe "
+                        "runs L-BFGS to convergence)")
+    if args.paper_settings:
+        if args.l2 is not None or args.l1:
+            raise UserError("--paper-settings fixes l1 = l2 = 1e-5: drop --l1 / --l2, or drop --paper-settings")
+        extra = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr)) if v is not None}
+        return {"paper": True, **extra}
+    return {"l1": args.l1, "l2": args.l2}
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     require(args, "features", "manifest", "tasks")
     from neurohook.data.manifest import read_manifest
@@ -141,7 +154,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     speakers = args.speaker_column or None
     entry = analyze_model(feats, manifest, args.tasks, speaker_column=speakers, sv=False, split_column=args.split_column,
                           rinit_features=rinit, seeds=tuple(range(args.seeds)), test_size=args.test_size,
-                          epochs=args.epochs, lr=args.lr, l1=args.l1, l2=args.l2)
+                          **probe_options(args))
     path = write_results({name: entry}, args.out)  # what is finished is written before the optional step
     if args.sv:
         if speakers is None:

@@ -134,10 +134,13 @@ ANALYZE: list[Option] = [
      {"type": text}),
     ("--seeds", 5, "repeats over seeds (means and standard deviations)", {"type": positive_int}),
     ("--test-size", 0.4, "fraction of utterances (or speakers) in the test part", {"type": fraction}),
-    ("--epochs", 20, "probe training epochs", {"type": positive_int}),
-    ("--lr", 1e-3, "probe learning rate (Adam)", {"type": positive_float}),
-    ("--l1", 1e-5, "L1 penalty of the elastic net", {"type": non_negative_float}),
-    ("--l2", 1e-5, "L2 penalty of the elastic net", {"type": non_negative_float}),
+    ("--l1", 0.0, "L1 penalty of the elastic net", {"type": non_negative_float}),
+    ("--l2", None, "L2 penalty of the elastic net (default: chosen per probe on a speaker-disjoint dev part "
+                   "of the training data)", {"type": non_negative_float}),
+    ("--paper-settings", False, "train every probe as the paper does (Adam, l1 = l2 = 1e-5, 20 epochs) "
+                                "instead of the tuned default", {"action": "store_true"}),
+    ("--epochs", None, "Adam epochs (with --paper-settings; default 20)", {"type": positive_int}),
+    ("--lr", None, "Adam learning rate (with --paper-settings; default 1e-3)", {"type": positive_float}),
     ("--out", "results.json", "results file (JSON; an existing results file gets this model added)", {"type": text}),
     ("--model-name", None, "name of the model in the results (default: the features folder's name)", {"type": text}),
 ]

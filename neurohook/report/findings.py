@@ -172,12 +172,16 @@ def _f_masked(study: Study) -> Finding:
     for task in study.task_names():
         for m in study.with_task(task):
             t = m.tasks[task]
-            checks.append(t.masked["top"].mean > t.masked["bottom"].mean)
+            if not t.ranking_verdict:
+                continue
+            checks.append(t.ranking_verdict == "better than random" and t.masked["top"].mean > t.masked["bottom"].mean)
             if not checks[-1]:
-                fails.append(f"{task}/{m.name}: top {pct(t.masked['top'].mean)} vs bottom {pct(t.masked['bottom'].mean)}")
-    text = f"top > bottom for {sum(checks)}/{len(checks)} task-model pairs" + ("; fails: " + "; ".join(fails) if fails else "")
+                fails.append(f"{task}/{m.name}: {t.ranking_verdict}")
+    text = (f"top beats random for {sum(checks)}/{len(checks)} task-model pairs"
+            + ("; not for " + "; ".join(fails) if fails else ""))
     return Finding("The ranking works: the top neurons keep far more accuracy than the bottom ones (6.1)",
-                   "Table 2: Acc_t (Masked) > Acc_b (Masked)", text if checks else NOT_MEASURED, verdict(checks))
+                   "Table 2: the 95% CI of Acc_t − Acc_r (Masked) lies above 0, and Acc_t > Acc_b",
+                   text if checks else NOT_MEASURED, verdict(checks))
 
 
 def _f_small(study: Study) -> Finding:

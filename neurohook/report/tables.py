@@ -50,12 +50,28 @@ def table2(study: Study, task: str) -> Table:
     ms = study.with_task(task)
     rows = [["Neurons"] + [percent_label(m.tasks[task].ablation_percent) for m in ms]]
     for key, label in (("top", "Acc_t (Masked)"), ("bottom", "Acc_b (Masked)"), ("random", "Acc_r (Masked)")):
-        rows.append([label] + [pct(m.tasks[task].masked[key].mean) for m in ms])
+        rows.append([label] + [_stat(m.tasks[task].masked[key]) for m in ms])
+    rows.append(["Acc_t − Acc_r"] + [_stat(m.tasks[task].top_minus_random) for m in ms])
+    rows.append(["Ranking"] + [m.tasks[task].ranking_verdict or MISSING for m in ms])
+    rows.append(["Ranking probe l2 (dev)"] + [_l2s(m.tasks[task].ranking_l2) for m in ms])
     rows.append(["Constant neurons (left out)"] + [str(sum(m.tasks[task].constant_neurons.values())) for m in ms])
     return Table(f"Table 2 — {task}", [""] + [m.name for m in ms], rows,
-                 "The trained ALL probe re-scored with all other neurons masked (t=top, b=bottom, r=random); means "
-                 "over seeds. Neurons constant on every labelled utterance (dead) are left out of the draws; N% is of "
-                 "the others.")
+                 "The ranking probe re-scored on test with all other neurons masked (t=top, b=bottom, r=random: the "
+                 "mean of 10 random sets per seed); means over seeds with 95% CIs. The ranking probe is the ALL probe "
+                 "whose l2 (from the grid, chosen on the dev part of the training data) makes its top N% score best "
+                 "on dev alone. Ranking: 'better than random' when the CI of Acc_t − Acc_r lies above 0, 'worse than "
+                 "random' below 0, else 'not better than random'. Neurons constant on every labelled utterance (dead) "
+                 "are left out of the draws; N% is of the others.")
+
+
+def _stat(s: Any) -> str:
+    """A Stat's mean with its interval, or the missing mark (results written before it existed)."""
+    return MISSING if s is None else pct_with_ci(s.mean, s.ci)
+
+
+def _l2s(values: Sequence[float]) -> str:
+    """Per-seed l2 values, compactly ("1e-02" or "1e-03, 1e-02")."""
+    return ", ".join(f"{v:.0e}" for v in sorted(set(values))) if values else MISSING
 
 
 def _seed_count(flags: Sequence[bool]) -> str:
@@ -78,7 +94,9 @@ def table3(study: Study, task: str) -> Table:
             ["Information redundant (6.2 ii)"] + [_seed_count(t[m.name].information_redundant) for m in ms]]
     return Table(f"Table 3 — {task}", [""] + [m.name for m in ms], rows,
                  "Neu_t: smallest tried % of all neurons whose re-trained top-N% probe is within delta of Acc(ALL), "
-                 "mean over seeds; Acc_t / Acc_r: re-trained on the top / a random Neu_t% (means over seeds). "
+                 "chosen on the dev part of the training data (probes trained on the rest of it), mean over seeds; "
+                 "Acc_t / Acc_r: re-trained on all training data on the top / a random Neu_t%, scored on test (means "
+                 "over seeds). Minimal set reached: on dev. "
                  f"{NOT_INFORMATIVE}: Acc(ALL)'s 95% interval does not lie above the majority rate, so no minimal "
                  "set is searched (a probe at chance ranks noise).")
 
@@ -147,9 +165,13 @@ def table_layerwise_accuracy(m: ModelResults) -> Table:
     rows = [[n, str(sizes[n])] + [pct_with_ci(t.layer_accuracy[n].mean, t.layer_accuracy[n].ci)
                                    if n in t.layer_accuracy else MISSING for t in tasks] for n in layers]
     rows.append(["ALL", str(sum(sizes.values()))] + [pct_with_ci(t.oracle.mean, t.oracle.ci) for t in tasks])
-    rows.append(["Best layer", ""] + [t.best_layer for t in tasks])
-    rows.append(["Within layer_delta of best", ""] + [", ".join(t.redundant_layers) for t in tasks])
-    return Table(f"Layer-wise accuracy — {m.name}", ["Layer", "#Neu"] + list(m.tasks), rows)
+    rows.append(["Best layer (dev)", ""] + [t.best_layer for t in tasks])
+    rows.append(["Within layer_delta of best (dev)", ""] + [", ".join(t.redundant_layers) for t in tasks])
+    rows.append(["Probe l2 (dev)", ""] + [_l2s(t.probe_l2) for t in tasks])
+    return Table(f"Layer-wise accuracy — {m.name}", ["Layer", "#Neu"] + list(m.tasks), rows,
+                 "Test accuracy (%) of each layer's probe with its 95% CI. The best layer and the layers within "
+                 "layer_delta of it are chosen on the dev part of the training data (mean dev accuracy over seeds), "
+                 "never on test; each probe's l2 is chosen on dev too (lowest dev cross-entropy).")
 
 
 def table_distribution(m: ModelResults) -> Table:
