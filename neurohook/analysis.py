@@ -389,6 +389,10 @@ def analyze(
                 for i, a in enumerate(names) for b in names[i + 1 :]]
     settings = {k: (list(v) if isinstance(v, (tuple, list)) else v) for k, v in options.items()
                 if isinstance(v, (int, float, str, bool, tuple, list, type(None)))}
+    keys = set(LinearProbe().get_params())
+    given = {**(PAPER_SETTINGS if options.get("paper") else {}), **{k: v for k, v in options.items() if k in keys}}
+    settings["probe"] = {k: (list(v) if isinstance(v, tuple) else str(v) if k == "device" else v)
+                         for k, v in LinearProbe(**given).get_params().items()}  # every setting, defaults too
     ver = None
     if trials is not None:
         from neurohook.verification import evaluate

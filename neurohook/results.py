@@ -1,6 +1,6 @@
 """The results model: every probing result class and the ``results.json`` schema, in one place.
 
-``results.json`` is ``{"schema": 1, "neurohook_version", "models": {name: entry}, ...settings}``
+``results.json`` is ``{"schema": 1, "neurohook_version", "environment", "models": {name: entry}, ...settings}``
 where an entry is ``{"n_neurons", "layers", "layer_sizes", "analysis": AnalysisResult,
 "verification": {trial set: VerificationResult or {"error": reason}}, "trained_for"?}``.
 :func:`write_results` writes it (``neurohook analyze``, the demo), :func:`read_results_file` reads
@@ -177,5 +177,24 @@ def write_results(
         data.update(schema=SCHEMA_VERSION, neurohook_version=__version__)
     data["models"].update(models)
     data.update(extra)
+    data["environment"] = environment()
     atomic_write_text(path, json.dumps(data, indent=1))
     return path
+
+
+def environment() -> dict[str, Any]:
+    """What the numbers were computed with: Python, numpy, torch, torchaudio, scikit-learn versions, threads."""
+    import platform
+
+    import sklearn
+    import torch
+
+    try:
+        import torchaudio
+
+        ta = torchaudio.__version__
+    except ImportError:  # optional at analysis time
+        ta = None
+    return {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
+            "torchaudio": ta, "scikit-learn": sklearn.__version__, "torch_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "platform": platform.platform()}

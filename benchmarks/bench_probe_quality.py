@@ -1,0 +1,92 @@
+"""Benchmark of probe quality: neurohook's default probe beside scikit-learn's tuned logistic regression.
+
+For each demo model and task, on the demo's own features and one speaker-disjoint split (seed 0,
+40 % of the speakers held out): test accuracy of the ALL probe with a 95 % interval (bootstrap over
+test speakers) and its fitting time, for (1) neurohook's default ``LinearProbe()`` (l2 chosen on a
+speaker-disjoint dev part, L-BFGS), (2) the paper's setting (``PAPER_SETTINGS``) and (3) scikit-
+learn's ``StandardScaler`` + ``LogisticRegressionCV`` (lbfgs, Cs 1e-3..1, 3 folds). Needs a finished
+demo (``neurohook demo --out DIR``). Usage: python benchmarks/bench_probe_quality.py [--demo DIR] [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from _harness import emit, parse_args, timed
+from neurohook.data.manifest import read_manifest
+from neurohook.data.splits import seed_streams, train_test_split
+from neurohook.demo import TASKS, _task_manifest
+from neurohook.features import Features
+from neurohook.intervals import percentile_interval, replicate_means
+from neurohook.probe import PAPER_SETTINGS, LinearProbe
+from neurohook.study import labels_of
+
+MODELS = ("adi-cnn", "sre-cnn", "st-base", "st-large", "resemblyzer")
+
+
+def sklearn_probe():
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=np.logspace(-3, 0, 7), cv=3, max_iter=1000))
+
+
+def with_interval(right: np.ndarray, speakers: np.ndarray) -> dict[str, object]:
+    """Accuracy (%) of per-utterance outcomes with its 95 % interval over test speakers."""
+    reps = replicate_means([right.astype(float)], [speakers], seed=0)[:, 0]
+    lo, hi = percentile_interval(reps)
+    return {"acc": round(100 * float(right.mean()), 2), "ci": [round(100 * lo, 2), round(100 * hi, 2)]}
+
+
+def one_task(X: np.ndarray, y: np.ndarray, spk: np.ndarray) -> dict[str, object]:
+    tr, te = train_test_split(y, 0.4, seed_streams(0).split, spk)
+    out: dict[str, object] = {"n_train": len(tr), "n_test": len(te), "D": X.shape[1]}
+    ours, t = timed(lambda: LinearProbe().fit(X[tr], y[tr], groups=spk[tr]))
+    out["neurohook"] = {**with_interval(ours.predict(X[te]) == y[te], spk[te]), "s": round(t, 2), "l2": ours.l2_}
+    paper, t = timed(lambda: LinearProbe(**PAPER_SETTINGS).fit(X[tr], y[tr]))
+    out["paper_settings"] = {**with_interval(paper.predict(X[te]) == y[te], spk[te]), "s": round(t, 2)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref, t = timed(lambda: sklearn_probe().fit(X[tr], y[tr]))
+    out["sklearn_lrcv"] = {**with_interval(ref.predict(X[te]) == y[te], spk[te]), "s": round(t, 2),
+                           "C": float(ref[-1].C_[0])}
+    out["neurohook_minus_sklearn"] = round(out["neurohook"]["acc"] - out["sklearn_lrcv"]["acc"], 2)
+    out["speedup_vs_sklearn"] = round(out["sklearn_lrcv"]["s"] / max(out["neurohook"]["s"], 1e-9), 1)
+    return out
+
+
+def main() -> None:
+    args = parse_args(__doc__, lambda p: p.add_argument("--demo", default="neurohook-demo", help="demo output folder"))
+    demo = Path(args.demo)
+    settings = json.loads((demo / "results.json").read_text())["demo_settings"]
+    manifest = _task_manifest(read_manifest(settings["corpus"], check_files=False))
+    results: dict[str, dict[str, object]] = {}
+    for model in MODELS[:1] if args.quick else MODELS:
+        path = demo / "features" / model / "features.npz"
+        if not path.is_file():
+            continue
+        feats = Features.load(path)
+        ids = [str(u) for u in feats.ids]
+        speakers = labels_of(manifest, "speaker", ids)
+        for task, column in list(TASKS.items())[: 1 if args.quick else None]:
+            labels = labels_of(manifest, column, ids)
+            rows = [i for i, u in enumerate(ids) if u in labels]
+            X = np.asarray(feats.values)[rows]
+            y = np.array([labels[ids[i]] for i in rows])
+            spk = np.array([speakers[ids[i]] for i in rows])
+            results[f"{model}/{task}"] = one_task(X, y, spk)
+    diffs = [r["neurohook_minus_sklearn"] for r in results.values()]
+    speed = [r["speedup_vs_sklearn"] for r in results.values()]
+    emit("probe_quality", {"demo": str(demo), "tasks": results, "summary": {
+        "worst_neurohook_minus_sklearn_points": min(diffs), "mean_neurohook_minus_sklearn_points": float(np.mean(diffs)),
+        "min_speedup": min(speed), "median_speedup": float(np.median(speed)),
+        "target": "never more than 1 point below scikit-learn, >= 5x faster"}})
+
+
+if __name__ == "__main__":
+    main()
