@@ -32,25 +32,27 @@ def _layer_ticks(ax: Any, layers: Sequence[str]) -> None:
 
 
 def fig_layer_accuracy(study: Study, task: str) -> Any:
-    """Figures 4/6/7: accuracy of each layer's probe (mean ± std) for one task, one panel per model."""
+    """Figures 4/6/7: test accuracy of each layer's probe (mean, 95% CI bars) for one task, one panel per model."""
     ms = study.with_task(task)
     fig = _figure(1.0 + 3.2 * len(ms), 3.2)
     axes = fig.subplots(1, len(ms), squeeze=False, sharey=True)[0]
     for ax, m in zip(axes, ms):
         t = m.tasks[task]
         y = np.array([100 * t.layer_accuracy[n].mean for n in t.layers])
-        err = np.array([100 * t.layer_accuracy[n].std for n in t.layers])
+        ci = [t.layer_accuracy[n].ci or (t.layer_accuracy[n].mean,) * 2 for n in t.layers]
+        err = np.array([[y[i] - 100 * lo for i, (lo, _) in enumerate(ci)], [100 * hi - y[i] for i, (_, hi) in enumerate(ci)]])
         x = np.arange(len(y))
-        ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=2, label="layer")
+        ax.errorbar(x, y, yerr=np.maximum(err, 0), marker="o", ms=4, capsize=2, label="layer (95% CI)")
         b = t.layers.index(t.best_layer)
         ax.plot([x[b]], [y[b]], "o", color="red", ms=7, label=f"best ({t.best_layer})")
         ax.axhline(100 * t.oracle.mean, ls=":", color="black", label="ALL")
         ax.axhline(100 * t.majority.mean, ls="--", color="gray", label="Maj-C")
         _layer_ticks(ax, t.layers)
-        ax.set_title(m.name, fontsize=9)
+        ax.set_title(f"{m.name} (best layer chosen on dev)", fontsize=9)
+        ax.set_xlabel("layer")
+        ax.set_ylabel(f"{task} test accuracy (%)")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"{task} accuracy (%)")
-    axes[0].legend(fontsize=7)
+        ax.legend(fontsize=7)
     return fig
 
 
@@ -69,6 +71,8 @@ def fig_layer_eer(m: ModelResults) -> Any:
         if all_e is not None:
             ax.axhline(100 * all_e.eer, ls=":", color=color, lw=1)
         _layer_ticks(ax, [e.name for e in entries])
+    ax.axhline(50.0, ls="--", color="gray", lw=1, label="chance (50%)")
+    ax.set_xlabel("layer")
     ax.set_ylabel("EER (%)")
     ax.set_title(f"{m.name}: layer-wise EER (best in red, ALL dotted)", fontsize=9)
     ax.grid(alpha=0.3)
@@ -86,10 +90,16 @@ def fig_prefix(study: Study, task: str) -> Any:
         x = 100 * np.asarray(t.prefix_steps, dtype=float) / total
         ax.plot(x, 100 * np.asarray(t.prefix_accuracy), color=f"C{i}", label=m.name)
         ax.axhline(100 * t.oracle.mean, ls=":", color=f"C{i}", lw=1)
+        r = t.masked["random"]  # the random-k baseline at the ablation percentage, with its interval
+        lo, hi = r.ci or (r.mean, r.mean)
+        ax.errorbar([t.ablation_percent], [100 * r.mean], yerr=[[100 * (r.mean - lo)], [100 * (hi - r.mean)]],
+                    fmt="s", color=f"C{i}", mfc="white", capsize=3, label=f"{m.name}: random {t.ablation_percent:g}%")
+    ax.axhline(100 * max(t.majority.mean for t in (m.tasks[task] for m in study.with_task(task))), ls="--",
+               color="gray", lw=1, label="Maj-C")
     ax.set_xscale("log")
     ax.set_xlabel("top neurons kept (% of all, log scale)")
     ax.set_ylabel(f"{task} accuracy (%)")
-    ax.set_title(f"{task}: prefix accuracy (ALL dotted)", fontsize=9)
+    ax.set_title(f"{task}: top-k prefix of the ranking (ALL dotted; squares: random k, 95% CI)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig

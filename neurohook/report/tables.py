@@ -40,7 +40,8 @@ def table1(study: Study, task: str) -> Table:
             ["Sel_a"] + [pct(m.tasks[task].selectivity.mean) for m in ms],
             ["Sel_a, 95% CI"] + [pct_ci(m.tasks[task].selectivity.ci) for m in ms]]
     return Table(f"Table 1 — {task}", [""] + [m.name for m in ms], rows,
-                 "Means over seeds. R.INIT: probe on re-initialised features (n/a: not run). "
+                 "Means over seeds, on test. R.INIT: probe on re-initialised features (n/a: not run; two models of one "
+                 "architecture re-initialised with the same seed have the same R.INIT features, hence equal columns). "
                  "Sel_a: Acc(ALL) minus the control task's accuracy. 95% CI: two-level bootstrap over the seeds "
                  "and the test speakers (neurohook.intervals); n/a: results written before intervals existed.")
 
@@ -233,7 +234,7 @@ def table_a8(study: Study) -> Table:
     for task in study.task_names():
         labels = sorted({str(len(m.tasks[task].classes)) for m in study.with_task(task)})
         rows.append([task, "/".join(labels)] + [
-            f"± {m.tasks[task].oracle.std:.2E} ({len(m.tasks[task].seeds)} seeds)" if task in m.tasks else MISSING
+            f"± {pct(m.tasks[task].oracle.std)} ({len(m.tasks[task].seeds)} seeds)" if task in m.tasks else MISSING
             for m in models])
     return Table("Table A.8", ["Acc (ALL)", "# Class Labels"] + [m.name for m in models], rows,
-                 "Population standard deviation of Acc(ALL) (a fraction) over the seeds; 0 with a single seed.")
+                 "Population standard deviation of Acc(ALL) over the seeds, in accuracy points; 0 with a single seed.")
