@@ -35,8 +35,8 @@ def pct_with_ci(x: float, ci: tuple[float, float] | None) -> str:
 
 
 def percent_label(p: float) -> str:
-    """A percentage of neurons such as 5 -> '5%' or 27.5 -> '27.5%'."""
-    return f"{p:g}%"
+    """A percentage of neurons such as 5 -> '5%', 27.5 -> '27.5%' or 6.6667 -> '6.67%' (two decimals at most)."""
+    return f"{round(p, 2):g}%"
 
 
 def count_label(x: float) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 
 from neurohook.verification import ALL as SV_ALL
 from neurohook.report.loading import ModelResults, Study
-from neurohook.report.document import count_label
+from neurohook.report.document import count_label, percent_label
 from neurohook.report.tables import _overlaps, _sv_sets
 
 __all__ = ["fig_distribution", "fig_layer_accuracy", "fig_layer_eer", "fig_overlap", "fig_prefix"]
@@ -129,7 +129,7 @@ def fig_distribution(m: ModelResults) -> Any:
     layers = list(dict.fromkeys(n for t in tasks for n in t.layers))
     counts = np.array([[t.distribution[n].mean if n in t.distribution else np.nan for n in layers] for t in tasks])
     fig = _figure(2.0 + 0.6 * len(layers), 1.2 + 0.45 * len(tasks))
-    _heatmap(fig, 100 * counts / max(m.n_neurons, 1), [f"{t.task} ({t.minimal_percent.mean:g}%)" if t.informative else f"{t.task} (not informative)"
+    _heatmap(fig, 100 * counts / max(m.n_neurons, 1), [f"{t.task} ({percent_label(t.minimal_percent.mean)})" if t.informative else f"{t.task} (not informative)"
                                                  for t in tasks], layers,
              [[count_label(c) if np.isfinite(c) else "" for c in row] for row in counts],
              f"{m.name}: minimal-set neurons per layer (count)", "% of all neurons")

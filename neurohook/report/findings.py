@@ -165,8 +165,8 @@ def _f_language(study: Study) -> Finding:
 
 def _f_dialect(study: Study) -> Finding:
     paper = "Regional dialect is captured only by the dialect (task-specific) model, in its upper layers (5.3 viii)"
-    rule = ("Figure 6b / Table 1: the dialect model's DID best layer is in its upper half and its Acc(ALL) is "
-            "≥ 5 points above every other model's")
+    rule = ("Figure 6b / Table 1: DID is informative for the dialect model (Acc(ALL)'s CI above Maj-C), its best "
+            "layer is in its upper half and its Acc(ALL) is ≥ 5 points above every other model's")
     ms = study.with_task("DID")
     m, how = _role_model("DID", DIALECT_HINTS, lambda x: x.tasks["DID"].oracle.mean, ms)
     if m is None:
@@ -178,7 +178,9 @@ def _f_dialect(study: Study) -> Finding:
     others = ", ".join(f"{o.name} {pct(o.tasks['DID'].oracle.mean)}" for o in ms if o is not m)
     obs = (f"dialect model {how}: best layer {t.best_layer} ({'upper' if up else 'lower'} half), Acc(ALL) "
            f"{pct(t.oracle.mean)}" + (f"; others: {others}" if others else "; single model, 'only' not tested"))
-    return Finding(paper, rule, obs, verdict([up and only]))
+    if not t.informative:
+        obs += "; DID not informative (Acc(ALL)'s CI not above Maj-C)"
+    return Finding(paper, rule, obs, verdict([up and only and t.informative]))
 
 
 def _f_masked(study: Study) -> Finding:
@@ -186,7 +188,7 @@ def _f_masked(study: Study) -> Finding:
     for task in study.task_names():
         for m in study.with_task(task):
             t = m.tasks[task]
-            if not t.ranking_verdict:
+            if not t.ranking_verdict or not t.informative:  # a probe at chance ranks noise
                 continue
             checks.append(t.ranking_verdict == "better than random" and t.masked["top"].mean > t.masked["bottom"].mean)
             if not checks[-1]:
@@ -194,7 +196,7 @@ def _f_masked(study: Study) -> Finding:
     text = (f"top beats random for {sum(checks)}/{len(checks)} task-model pairs"
             + ("; not for " + "; ".join(fails) if fails else ""))
     return Finding("The ranking works: the top neurons keep far more accuracy than the bottom ones (6.1)",
-                   "Table 2: the 95% CI of Acc_t − Acc_r (Masked) lies above 0, and Acc_t > Acc_b",
+                   "Table 2: the 95% CI of Acc_t − Acc_r (Masked) lies above 0, and Acc_t > Acc_b (informative tasks)",
                    text if checks else NOT_MEASURED, verdict(checks))
 
 
@@ -220,7 +222,7 @@ def _f_complexity(study: Study) -> Finding:
         complex_ = [m.tasks[t].minimal_percent.mean for t in COMPLEX_TASKS if t in m.tasks and m.tasks[t].informative]
         if simple and complex_:
             checks.append(max(simple) < min(complex_))
-            obs.append(f"{m.name}: GC/CC ≤ {max(simple):g}% vs LID/DID ≥ {min(complex_):g}%")
+            obs.append(f"{m.name}: GC/CC ≤ {percent_label(max(simple))} vs LID/DID ≥ {percent_label(min(complex_))}")
     return Finding("Simple properties (gender, channel) need fewer neurons than complex ones (6.4 ii, 7.1)",
                    "Table 3: the largest Neu_t of GC/CC < the smallest Neu_t of LID/DID, per model",
                    "; ".join(obs) or NOT_MEASURED, verdict(checks))
