@@ -189,7 +189,7 @@ def table_distribution(m: ModelResults) -> Table:
         if not t.informative:
             rows.append([f"{t.task} ({NOT_INFORMATIVE})"] + [MISSING] * (len(layers) + 1))
             continue
-        row = [f"{t.task} ({t.minimal_percent.mean:g})"]
+        row = [f"{t.task} ({percent_label(t.minimal_percent.mean)})"]
         total = 0.0
         for n in layers:
             if n in t.distribution:
