@@ -26,12 +26,11 @@ import numpy as np
 import torch
 
 from neurohook.probe_batch import ProbeState, _is_row_source
-from neurohook.zscore import column_stats
+from neurohook.zscore import CHUNK, column_stats, standardize
 
 __all__ = ["Block", "lbfgs_probes"]
 
 EPS = 1e-4  # smoothing of |w| in the l1 penalty
-CHUNK = 512  # rows per block of a pass over features read on demand
 
 
 class Block(NamedTuple):
@@ -47,11 +46,11 @@ class _Rows:
     """The z-normalised training rows, as one float32 tensor or, for features read on demand, in chunks."""
 
     def __init__(self, X: Any, rows: np.ndarray, mean: np.ndarray, scale: np.ndarray, dev: torch.device) -> None:
-        self.X, self.rows, self.mean, self.scale, self.dev = X, rows, mean, scale, dev
+        self.X, self.rows, self.dev = X, rows, dev
         self.Z = None
         self.mean32, self.scale32 = mean.astype(np.float32), scale.astype(np.float32)
         if not _is_row_source(X):
-            self.Z = torch.from_numpy(((np.asarray(X)[rows] - mean) / scale).astype(np.float32)).to(dev)
+            self.Z = torch.from_numpy(standardize(np.asarray(X)[rows], mean, scale)).to(dev)
 
     def chunks(self, y: torch.Tensor):
         """(Z, y) blocks covering the rows once."""
@@ -133,10 +132,8 @@ def lbfgs_probes(X: Any, y: np.ndarray, blocks: Sequence[Block], rows: np.ndarra
     rows = np.arange(len(X)) if rows is None else np.asarray(rows)
     classes, y_idx = np.unique(np.asarray(y)[rows], return_inverse=True)
     C, dev = len(classes), torch.device(device)
-    if not _is_row_source(X):
-        mean, scale = column_stats(np.asarray(X)[rows])
-    else:  # streamed over the shards (with their checks) when every row trains
-        mean, scale = column_stats(X if len(rows) == len(X) and (rows == np.arange(len(X))).all() else _SubRows(X, rows))
+    every = len(rows) == len(X) and bool((rows == np.arange(len(X))).all())
+    mean, scale = column_stats(X, None if every else rows)  # streamed over shards (with their checks) when read on demand
     Y = torch.from_numpy(y_idx.astype(np.int64)).to(dev)
     spans = sorted({(b.start, b.end) for b in blocks})
     members = {s: [i for i, b in enumerate(blocks) if (b.start, b.end) == s] for s in spans}
@@ -149,25 +146,24 @@ def lbfgs_probes(X: Any, y: np.ndarray, blocks: Sequence[Block], rows: np.ndarra
     gamma = {s: torch.ones(len(m), device=dev) for s, m in members.items()}
     iters = {s: torch.zeros(len(m), dtype=torch.long, device=dev) for s, m in members.items()}
     active = {s: g[s].abs().amax(dim=1) > tol for s in spans}
-    for it in range(max_iter):
+    for _ in range(max_iter):
         if not any(a.any() for a in active.values()):
             break
+        moving = [s for s in spans if active[s].any()]  # spans whose probes all converged are left alone
         d, t, gtd = {}, {}, {}
-        for s in spans:
+        for s in moving:
             d[s] = _direction(g[s], hist[s], gamma[s]) if hist[s] else -g[s] / g[s].abs().sum(dim=1, keepdim=True).clamp(min=1)
             gtd[s] = (g[s] * d[s]).sum(dim=1)
-            t[s] = active[s].float()  # inactive probes stay where they are
-        moving = [s for s in spans if active[s].any()]  # spans whose probes all converged are not evaluated
+            t[s] = active[s].float()  # converged probes of a moving span stay where they are
         for _ in range(30):  # backtracking (Armijo) per probe; accepted probes keep their step
-            trial = {**x, **{s: x[s] + t[s][:, None] * d[s] for s in moving}}
-            f_sub, g_sub = problem({s: trial[s] for s in moving})
-            f_new, g_new = {**f, **f_sub}, {**g, **g_sub}
-            bad = {s: active[s] & (f_new[s] > f[s] + 1e-4 * t[s] * gtd[s]) for s in spans}
+            trial = {s: x[s] + t[s][:, None] * d[s] for s in moving}
+            f_new, g_new = problem(trial)
+            bad = {s: active[s] & (f_new[s] > f[s] + 1e-4 * t[s] * gtd[s]) for s in moving}
             if not any(b.any() for b in bad.values()):
                 break
-            for s in spans:
+            for s in moving:
                 t[s] = torch.where(bad[s], t[s] * 0.5, t[s])
-        for s in spans:
+        for s in moving:
             step, dy = trial[s] - x[s], g_new[s] - g[s]
             ys = (step * dy).sum(dim=1)
             ok = active[s] & (ys > 1e-10)
@@ -186,27 +182,3 @@ def lbfgs_probes(X: Any, y: np.ndarray, blocks: Sequence[Block], rows: np.ndarra
             states[i] = ProbeState(classes, np.ascontiguousarray(v[: C * w].reshape(C, w)), v[C * w :].copy(),
                                    mean[s[0] : s[1]], scale[s[0] : s[1]], int(iters[s][j]))
     return states  # type: ignore[return-value]
-
-
-class _SubRows:
-    """Rows ``rows`` of features read on demand, for their column statistics (streamed, float64)."""
-
-    def __init__(self, X: Any, rows: np.ndarray) -> None:
-        self.X, self.rows = X, rows
-
-    def column_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean (D,) and population std (D,), merging chunks' means and squared deviations (Chan et al.)."""
-        count, mean, m2 = 0, 0.0, 0.0
-        for a in range(0, len(self.rows), CHUNK):
-            block = np.asarray(self.X.rows(self.rows[a : a + CHUNK]), dtype=np.float64)
-            if not np.isfinite(block).all():
-                r, col = np.argwhere(~np.isfinite(block))[0]
-                row = int(self.rows[a + r])
-                raise ValueError(f"features hold NaN or Inf at row {row} ({self.X.ids[row]!r}), column {col}")
-            n, bmean = len(block), block.mean(axis=0)
-            d = bmean - mean
-            mean = mean + d * n / (count + n)
-            block -= bmean  # in place: one float64 block in memory
-            m2 = m2 + np.square(block, out=block).sum(axis=0) + np.square(d) * count * n / (count + n)
-            count += n
-        return np.asarray(mean), np.sqrt(m2 / count)

@@ -27,8 +27,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from neurohook.probe_batch import ProbeSpec, ProbeState, _is_row_source, train_probes
-from neurohook.probe_lbfgs import CHUNK, Block, lbfgs_probes
-from neurohook.zscore import standardize
+from neurohook.probe_lbfgs import Block, lbfgs_probes
+from neurohook.zscore import CHUNK, standardize
 
 __all__ = ["DEFAULT_L2_GRID", "Tuning", "dev_phase", "refit", "state_logits"]
 

@@ -21,6 +21,7 @@ import numpy as np
 from neurohook.codec import decode
 from neurohook.errors import FeaturesFileError
 from neurohook.features import _META_KEY, Features, LayerSpan, _read_errors
+from neurohook.zscore import streamed_stats
 
 __all__ = ["ShardedFeatures", "SHARD_PATTERN"]
 
@@ -111,18 +112,7 @@ class ShardedFeatures:
 
     def column_stats(self, rows: int = 512) -> tuple[np.ndarray, np.ndarray]:
         """Mean (D,) and population std (D,) of every column, streamed over the shards in float64."""
-        count, mean, m2 = 0, np.zeros(self.shape[1]), np.zeros(self.shape[1])
-        for start, block in self.chunks(rows):
-            block = block.astype(np.float64)
-            if not np.isfinite(block).all():
-                row, col = np.argwhere(~np.isfinite(block))[0]
-                raise ValueError(f"features hold NaN or Inf at row {start + row} ({self.ids[start + row]!r}), column {col}")
-            n, block_mean = len(block), block.mean(axis=0)
-            delta = block_mean - mean
-            m2 += ((block - block_mean) ** 2).sum(axis=0) + delta**2 * count * n / (count + n)
-            mean += delta * n / (count + n)
-            count += n
-        return mean, np.sqrt(m2 / max(count, 1))
+        return streamed_stats(((np.arange(a, a + len(b)), b) for a, b in self.chunks(rows)), self.ids, self.shape[1])
 
     def load(self) -> Features:
         """All rows in memory, as Features."""
