@@ -156,16 +156,13 @@ def _ranking_choice(tuning: Any, X_dev: np.ndarray, y_dev: np.ndarray, constant:
                     seed: int, steps: Sequence[float] | None) -> tuple[int, np.ndarray]:
     """(grid index, dev-phase order) of the ranking probe: the l2 whose top ``percent`` of neurons,
     alone, scores best on dev (ties: the stronger l2). With one grid value, that one."""
-    best, best_acc, best_order = 0, -1.0, None
-    for g, state in enumerate(tuning.states):
-        order = ranking.neuron_ordering(state.coef, steps).order
-        if len(tuning.states) == 1:
-            return 0, order
-        probe = LinearProbe()._set_state(state, l2=tuning.grid[g])
-        acc = ablation_accuracy(probe.kernel_inputs(X_dev, y_dev), order[~constant[order]], percent, seed)["top"]
-        if acc >= best_acc:
-            best, best_acc, best_order = g, acc, order
-    return best, best_order
+    orders = [ranking.neuron_ordering(state.coef, steps).order for state in tuning.states]
+    if len(orders) == 1:
+        return 0, orders[0]
+    acc = [ablation_accuracy(LinearProbe()._set_state(state, l2=l2).kernel_inputs(X_dev, y_dev), o[~constant[o]],
+                             percent, seed)["top"] for state, l2, o in zip(tuning.states, tuning.grid, orders)]
+    best = max(range(len(acc)), key=lambda g: (acc[g], tuning.grid[g]))
+    return best, orders[best]
 
 
 def _one_seed(d: _TaskData, seed: int, task: str, test_size: float, ablation_percent: float,
