@@ -30,7 +30,7 @@ from neurohook.probe_batch import ProbeSpec, ProbeState, _is_row_source, train_p
 from neurohook.probe_lbfgs import Block, lbfgs_probes
 from neurohook.zscore import CHUNK, standardize
 
-__all__ = ["DEFAULT_L2_GRID", "Tuning", "dev_phase", "refit", "state_logits"]
+__all__ = ["DEFAULT_L2_GRID", "Tuning", "dev_phase", "refit"]
 
 DEFAULT_L2_GRID: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
@@ -58,11 +58,6 @@ class Tuning:
 def rows_of(X: Any, idx: np.ndarray) -> np.ndarray:
     """Rows ``idx`` of X (N, D): an array, or features read on demand."""
     return X.rows(idx) if _is_row_source(X) else np.asarray(X)[idx]
-
-
-def state_logits(state: ProbeState, X: np.ndarray) -> np.ndarray:
-    """Logits (N, C) of a trained probe state for raw features X (N, w) of its columns."""
-    return standardize(X, state.mean, state.scale) @ state.coef.T + state.intercept
 
 
 def _train(X: Any, y: np.ndarray, spans: Sequence[tuple[int, int, float]], rows: np.ndarray | None,
@@ -96,21 +91,31 @@ def dev_phase(X: Any, y: np.ndarray, spans: Sequence[tuple[int, int]], fit: np.n
     for start in range(0, len(dev), CHUNK):  # in blocks: features read on demand never all in memory
         rows = dev[start : start + CHUNK]
         X_dev, y_dev = rows_of(X, rows), np.asarray(y)[rows]
-        for j, s in enumerate(states):
-            a, b = spans[j // len(grid)]
-            z = state_logits(s, X_dev[:, a:b]).astype(np.float64)
-            known = np.isin(y_dev, s.classes)
-            target = np.searchsorted(s.classes, y_dev).clip(0, len(s.classes) - 1)
-            z -= z.max(axis=1, keepdims=True)
-            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-            right[j] += np.sum((z.argmax(axis=1) == target) & known)
-            nll[j] -= np.sum(np.where(known, logp[np.arange(len(z)), target], np.log(1e-12)))
+        classes = states[0].classes  # one set of fit rows: the same classes and statistics per span
+        known = np.isin(y_dev, classes)
+        target = np.searchsorted(classes, y_dev).clip(0, len(classes) - 1)
+        for i, (a, b) in enumerate(spans):
+            first = states[i * len(grid)]
+            Z = standardize(X_dev[:, a:b], first.mean, first.scale)  # once per span, for every grid value
+            for j in range(i * len(grid), (i + 1) * len(grid)):
+                right[j], nll[j] = _dev_scores(Z @ states[j].coef.T + states[j].intercept, target, known,
+                                               right[j], nll[j])
     out = []
     for i in range(len(spans)):
         part = slice(i * len(grid), (i + 1) * len(grid))
         acc, loss = (right[part] / len(dev)).tolist(), (nll[part] / len(dev)).tolist()
         out.append(Tuning(grid, acc, loss, int(np.argmin(loss)), states[part]))
     return out
+
+
+def _dev_scores(logits: np.ndarray, target: np.ndarray, known: np.ndarray, right: float, nll: float) -> tuple[float, float]:
+    """Running (correct count, summed cross-entropy) after adding one block of dev rows' logits (n, C)."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    right += float(np.sum((z.argmax(axis=1) == target) & known))
+    nll -= float(np.sum(np.where(known, logp[np.arange(len(z)), target], np.log(1e-12))))
+    return right, nll
 
 
 def refit(X: Any, y: np.ndarray, spans: Sequence[tuple[int, int, float]], params: Any, seed: int = 0) -> list[ProbeState]:

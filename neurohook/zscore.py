@@ -65,5 +65,7 @@ def streamed_stats(blocks: Iterable[tuple[np.ndarray, Any]], ids: Sequence[Any],
 
 
 def standardize(X: Any, mean: np.ndarray, scale: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
-    """``(X - mean) / scale`` for X (N, D) as a C-contiguous array of ``dtype``."""
-    return np.ascontiguousarray((np.asarray(X) - mean) / scale, dtype=dtype)
+    """``(X - mean) / scale`` for X (N, D) as a C-contiguous array of ``dtype`` (one float64 temporary)."""
+    out = np.subtract(np.asarray(X), mean, dtype=np.float64)
+    out /= scale
+    return np.ascontiguousarray(out, dtype=dtype)
