@@ -187,7 +187,8 @@ def _one_seed(d: _TaskData, seed: int, task: str, test_size: float, ablation_per
     rank_l2 = tunings[-1].grid[g_rank]
     refits = [(a, b, t.l2) for (a, b), t in zip(spans, tunings)]
     separate = rank_l2 != tunings[-1].l2
-    states = refit(X_tr, y_tr, refits + ([(0, D, rank_l2)] if separate else []), template, seed)
+    init = [t.start for t in tunings] + ([tunings[-1].states[g_rank]] if separate else [])
+    states = refit(X_tr, y_tr, refits + ([(0, D, rank_l2)] if separate else []), template, seed, init)
     probes = [_probe(st, probe_params, t) for st, t in zip(states, tunings)]
     probe_all = probes[-1]
     rank_probe = _probe(states[-1], probe_params, l2=rank_l2) if separate else probe_all

@@ -92,7 +92,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         cross_val_score(LinearProbe(), X, y, cv=3)                      # any scikit-learn tool
 
     By default (``l2=None``) the L2 penalty is chosen from ``l2_grid`` on a dev part of the training
-    rows (``dev_size`` of them; speaker-disjoint with ``groups``): the lowest dev cross-entropy; then
+    rows (``dev_size`` of them; speaker-disjoint with ``groups``): the highest dev accuracy, ties to the
+    lower dev cross-entropy; then
     the probe is refit on all training rows (:mod:`neurohook.probe_tuning`). Training runs full-batch
     L-BFGS to convergence. ``PAPER_SETTINGS`` reproduces section 4.3: Adam,
     l1 = l2 = 1e-5, 20 epochs.
@@ -245,7 +246,8 @@ def fit_probes(X: Any, y: Any, specs: Sequence[ProbeSpec], groups: Any = None, *
             fit, dev = train_dev_split(y, template.dev_size, seed, g)
             tunings = dev_phase(X, y, spans, fit, dev, template, seed)
             l2s = [t.l2 for t in tunings]
-        states = refit(X, y, [(a, b, l2) for (a, b), l2 in zip(spans, l2s)], template, seed)
+        init = [t.start if t is not None else None for t in tunings]
+        states = refit(X, y, [(a, b, l2) for (a, b), l2 in zip(spans, l2s)], template, seed, init)
         for i, st, t, l2 in zip(mine, states, tunings, l2s):
             out[i] = clone(template).set_params(seed=seed)._set_state(st, t, l2)
     return [out[i] for i in range(len(specs))]

@@ -70,8 +70,9 @@ class _Problem:
         self.data, self.Y, self.C, self.spans, self.pen = data, Y, C, spans, pen
         self.n_rows = len(data.rows)
 
-    def __call__(self, x: dict[tuple[int, int], torch.Tensor]) -> tuple[dict, dict]:
-        """x: per span (G, C*w + C) flat parameters -> per span f (G,) and gradients (G, C*w + C).
+    def __call__(self, x: dict[tuple[int, int], torch.Tensor], sel: dict[tuple[int, int], torch.Tensor]) -> tuple[dict, dict]:
+        """x: per span (k, C*w + C) flat parameters of its probes ``sel`` (k,) -> per span f (k,) and
+        gradients (k, C*w + C).
 
         The gradient is the closed form of softmax cross-entropy, (softmax - onehot) / N against the
         rows, plus the penalty's 2 * l2 * W + l1 * W / sqrt(W**2 + eps**2).
@@ -94,7 +95,7 @@ class _Problem:
                 g[(a, b)][:, C * w :] += dz.sum(dim=0)
         for (a, b), v in x.items():
             w = b - a
-            l1, l2 = self.pen[(a, b)]
+            l1, l2 = (p[sel[(a, b)]] for p in self.pen[(a, b)])
             W = v[:, : C * w]
             f[(a, b)] += (l2 * W.square()).sum(dim=1)
             g[(a, b)][:, : C * w] += 2 * l2 * W
@@ -103,6 +104,13 @@ class _Problem:
                 f[(a, b)] += (l1 * (root - EPS)).sum(dim=1)
                 g[(a, b)][:, : C * w] += l1 * W / root
         return f, g
+
+
+def _evaluate(problem: _Problem, points: dict, sel: dict, f: dict, g: dict) -> None:
+    """Objective and gradient at ``points`` (per span (G, P)) for the probes ``sel`` only, into f and g."""
+    fs, gs = problem({s: points[s][i] for s, i in sel.items()}, sel)
+    for s, i in sel.items():
+        f[s][i], g[s][i] = fs[s], gs[s]
 
 
 def _direction(g: torch.Tensor, hist: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], gamma: torch.Tensor) -> torch.Tensor:
@@ -119,15 +127,30 @@ def _direction(g: torch.Tensor, hist: list[tuple[torch.Tensor, torch.Tensor, tor
     return -r
 
 
+def _restart(state: ProbeState, classes: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Flat parameters (C*w + C,) for normalisation (mean, scale) giving the logits ``state`` gives.
+
+    (x - m0) / s0 = (x - m) / s * (s / s0) + (m - m0) / s0, so W = W0 * s / s0 and b = b0 + W0 (m - m0) / s0.
+    """
+    if not np.array_equal(state.classes, classes):
+        raise ValueError("init: the state was trained on other classes than these rows have")
+    W0 = state.coef.astype(np.float64)
+    W = W0 * (scale / state.scale)
+    b = state.intercept + W0 @ ((mean - state.mean) / state.scale)
+    return np.concatenate([W.ravel(), b]).astype(np.float32)
+
+
 def lbfgs_probes(X: Any, y: np.ndarray, blocks: Sequence[Block], rows: np.ndarray | None = None, *,
                  max_iter: int = 200, tol: float = 1e-5, device: str | torch.device = "cpu",
-                 history: int = 10) -> list[ProbeState]:
+                 history: int = 10, init: Sequence[ProbeState | None] | None = None) -> list[ProbeState]:
     """Train one probe per block on rows ``rows`` of X (N, D) (default all) with labels y (N,), together.
 
     Every probe runs its own L-BFGS (own history, own backtracking line search): one pass over the
     rows evaluates all of them, and each takes the steps it would take alone. A probe stops when its
     largest gradient entry is below ``tol``, or after ``max_iter`` iterations; its state's ``epochs``
     is the iterations it ran. Statistics of the normalisation come from the training rows.
+    ``init`` (one state or None per block) starts a probe from trained weights, e.g. a refit from the
+    dev phase: the weights are re-expressed for this normalisation, so the start predicts as ``init`` did.
     """
     rows = np.arange(len(X)) if rows is None else np.asarray(rows)
     classes, y_idx = np.unique(np.asarray(y)[rows], return_inverse=True)
@@ -141,33 +164,47 @@ def lbfgs_probes(X: Any, y: np.ndarray, blocks: Sequence[Block], rows: np.ndarra
                     for j in (2, 3)) for s, m in members.items()}
     problem = _Problem(_Rows(X, rows, mean, scale, dev), Y, C, spans, pen)
     x = {s: torch.zeros(len(m), C * (s[1] - s[0]) + C, device=dev) for s, m in members.items()}
-    f, g = problem(x)
+    for s, m in members.items():
+        for j, i in enumerate(m):
+            if init is not None and init[i] is not None:
+                x[s][j] = torch.from_numpy(_restart(init[i], classes, mean[s[0] : s[1]], scale[s[0] : s[1]])).to(dev)
+    f = {s: torch.zeros(len(m), device=dev) for s, m in members.items()}
+    g = {s: torch.zeros_like(v) for s, v in x.items()}
+    _evaluate(problem, x, {s: torch.arange(len(m), device=dev) for s, m in members.items()}, f, g)
     hist: dict = {s: [] for s in spans}
     gamma = {s: torch.ones(len(m), device=dev) for s, m in members.items()}
     iters = {s: torch.zeros(len(m), dtype=torch.long, device=dev) for s, m in members.items()}
     active = {s: g[s].abs().amax(dim=1) > tol for s in spans}
+    # A bound on the objective's curvature: unit-variance columns give trace(Z'Z / N) = w, softmax's
+    # Hessian factor is at most 1/2. The first step, -g / L, needs no backtracking; L-BFGS then scales.
+    lipschitz = {s: 0.5 * (s[1] - s[0] + 1) + 2 * pen[s][1][:, 0] + pen[s][0][:, 0] / EPS for s in spans}
     for _ in range(max_iter):
         if not any(a.any() for a in active.values()):
             break
         moving = [s for s in spans if active[s].any()]  # spans whose probes all converged are left alone
         d, t, gtd = {}, {}, {}
         for s in moving:
-            d[s] = _direction(g[s], hist[s], gamma[s]) if hist[s] else -g[s] / g[s].abs().sum(dim=1, keepdim=True).clamp(min=1)
+            d[s] = _direction(g[s], hist[s], gamma[s]) if hist[s] else -g[s] / lipschitz[s][:, None]
             gtd[s] = (g[s] * d[s]).sum(dim=1)
             t[s] = active[s].float()  # converged probes of a moving span stay where they are
-        for _ in range(30):  # backtracking (Armijo) per probe; accepted probes keep their step
-            trial = {s: x[s] + t[s][:, None] * d[s] for s in moving}
-            f_new, g_new = problem(trial)
+        trial = {s: x[s] + t[s][:, None] * d[s] for s in moving}
+        f_new, g_new = {s: f[s].clone() for s in moving}, {s: g[s].clone() for s in moving}
+        _evaluate(problem, trial, {s: active[s].nonzero()[:, 0] for s in moving}, f_new, g_new)  # only probes still moving
+        for _ in range(30):  # backtracking (Armijo) per probe; only the probes whose step was rejected are evaluated again
             bad = {s: active[s] & (f_new[s] > f[s] + 1e-4 * t[s] * gtd[s]) for s in moving}
-            if not any(b.any() for b in bad.values()):
+            redo = {s: bad[s].nonzero()[:, 0] for s in moving if bad[s].any()}
+            if not redo:
                 break
-            for s in moving:
-                t[s] = torch.where(bad[s], t[s] * 0.5, t[s])
+            for s in redo:
+                t[s] = torch.where(bad[s], t[s] * 0.5, t[s])  # accepted probes keep their step
+                trial[s] = x[s] + t[s][:, None] * d[s]
+            _evaluate(problem, trial, redo, f_new, g_new)
         for s in moving:
             step, dy = trial[s] - x[s], g_new[s] - g[s]
             ys = (step * dy).sum(dim=1)
-            ok = active[s] & (ys > 1e-10)
-            rho = torch.where(ok, 1.0 / ys.clamp(min=1e-10), torch.zeros_like(ys))  # rho 0: no update
+            norms = ((step * step).sum(dim=1) * (dy * dy).sum(dim=1)).sqrt()
+            ok = active[s] & (ys > 1e-8 * norms) & (ys > 0)  # curvature relative to the step: small steps count
+            rho = torch.where(ok, 1.0 / ys.clamp(min=1e-30), torch.zeros_like(ys))  # rho 0: no update
             hist[s] = (hist[s] + [(step, dy, rho)])[-history:]
             gamma[s] = torch.where(ok, ys / (dy * dy).sum(dim=1).clamp(min=1e-20), gamma[s])
             stalled = active[s] & ((f[s] - f_new[s]).abs() <= 1e-9 * f[s].abs().clamp(min=1))

@@ -71,13 +71,39 @@ def test_lbfgs_grid_and_blocks_batched_equal_each_probe_alone():
                                    alone.predict_proba(X[:, spec.start : spec.end]), atol=1e-3)
 
 
+def test_a_warm_started_refit_starts_where_its_init_predicts_and_ends_at_the_same_optimum():
+    from neurohook.probe_lbfgs import Block, _restart, lbfgs_probes
+
+    X, y = blobs(n=400, d=12, c=3, seed=5)
+    rows = np.arange(300)
+    (part,) = lbfgs_probes(X, y, [Block(0, 12, 0.0, 1e-3)], rows, tol=1e-7)
+    mean, scale = X.mean(0), X.std(0)
+    v = _restart(part, part.classes, mean, scale)  # re-expressed for the statistics of all rows
+    W, b = v[:36].reshape(3, 12), v[36:]
+    before = (X - part.mean) / part.scale @ part.coef.T + part.intercept
+    np.testing.assert_allclose((X - mean) / scale @ W.T + b, before, atol=1e-4)
+    (cold,) = lbfgs_probes(X, y, [Block(0, 12, 0.0, 1e-3)], tol=1e-7)
+    (warm,) = lbfgs_probes(X, y, [Block(0, 12, 0.0, 1e-3)], tol=1e-7, init=[part])
+    np.testing.assert_allclose(warm.coef, cold.coef, atol=1e-3)
+    assert warm.epochs < cold.epochs  # the refit from the dev phase's weights needs fewer iterations
+
+
+def test_choose_takes_the_best_accuracy_and_breaks_ties_by_loss():
+    from neurohook.probe_tuning import choose
+
+    assert choose([0.8, 0.9, 0.9], [0.1, 0.4, 0.3]) == 2
+    assert choose([0.8, 0.9, 0.7], [0.1, 0.4, 0.3]) == 1
+
+
 def test_the_default_probe_chooses_l2_on_dev_rows_only():
     X, y = blobs(n=400, d=20)
     speakers = np.arange(400) // 10
     probe = LinearProbe().fit(X, y, groups=speakers)
     t = probe.tuning_
     assert t["l2_grid"] == [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0] and probe.l2_ in t["l2_grid"]
-    assert t["dev_loss"][t["l2_grid"].index(probe.l2_)] == min(t["dev_loss"])
+    chosen = t["l2_grid"].index(probe.l2_)
+    best = [i for i, a in enumerate(t["dev_accuracy"]) if a == max(t["dev_accuracy"])]
+    assert chosen in best and t["dev_loss"][chosen] == min(t["dev_loss"][i] for i in best)
     # the choice is the one made by hand from the dev part of the same split
     from neurohook.data.splits import train_dev_split
 

@@ -172,7 +172,7 @@ def table_layerwise_accuracy(m: ModelResults) -> Table:
     return Table(f"Layer-wise accuracy — {m.name}", ["Layer", "#Neu"] + list(m.tasks), rows,
                  "Test accuracy (%) of each layer's probe with its 95% CI. The best layer and the layers within "
                  "layer_delta of it are chosen on the dev part of the training data (mean dev accuracy over seeds), "
-                 "never on test; each probe's l2 is chosen on dev too (lowest dev cross-entropy).")
+                 "never on test; each probe's l2 is chosen on dev too (highest dev accuracy, ties to the lower dev cross-entropy).")
 
 
 def table_distribution(m: ModelResults) -> Table:
