@@ -18,7 +18,7 @@ from neurohook import ranking
 from neurohook.probe import KernelInputs, ProbeSpec, fit_probes
 
 __all__ = ["ABLATIONS", "DEFAULT_PERCENTAGES", "DevSearch", "MinimalSet", "ablation_accuracy", "ablation_masks",
-           "ablation_outcomes", "minimal_neuron_set", "retrained_curve"]
+           "ablation_outcomes", "minimal_neuron_set", "retrained_curve", "retrained_outcomes"]
 
 DEFAULT_PERCENTAGES: tuple[float, ...] = (1, 5, 10, 15, 20, 25, 50, 75)
 
@@ -32,17 +32,24 @@ def _count(percent: float, D: int) -> int:
 ABLATIONS = ("top", "bottom", "random")
 
 
-def ablation_masks(order: np.ndarray, percent: float = 20.0, seed: int = 0, width: int | None = None) -> np.ndarray:
-    """Masks (3, D) bool keeping the top / bottom / random ``percent`` of ``order``; random from ``seed``.
+def ablation_masks(order: np.ndarray, percent: float = 20.0, seed: int = 0, width: int | None = None,
+                   draws: int = 1) -> np.ndarray:
+    """Masks (2 + draws, D) bool keeping the top / bottom / ``draws`` random sets of ``percent`` of ``order``.
 
     ``order`` ranks the neurons that may be drawn (all D of them, or fewer: the analysis leaves out
-    constant neurons); ``percent`` is of ``len(order)``; D is ``width`` (default ``len(order)``).
+    constant neurons); ``percent`` is of ``len(order)``; D is ``width`` (default ``len(order)``). The
+    first random set is drawn from ``seed``, the others from independent streams spawned from it.
     """
+    if draws < 1:
+        raise ValueError(f"draws must be at least 1, got {draws}")
     D = len(order) if width is None else width
     k = _count(percent, len(order))
-    masks = np.zeros((len(ABLATIONS), D), dtype=bool)
-    for row, how in enumerate(ABLATIONS):
-        masks[row, ranking.select(order, k, how, seed=seed)] = True
+    seeds = [seed] + [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(draws - 1)]
+    masks = np.zeros((2 + draws, D), dtype=bool)
+    masks[0, ranking.select(order, k, "top")] = True
+    masks[1, ranking.select(order, k, "bottom")] = True
+    for row, s in enumerate(seeds, start=2):
+        masks[row, ranking.select(order, k, "random", seed=s)] = True
     return masks
 
 
@@ -54,19 +61,9 @@ def ablation_accuracy(inputs: KernelInputs, order: np.ndarray, percent: float = 
     The random accuracy is the mean over ``draws`` random sets drawn from ``seed``; its spread over
     draws is ``"random_std"``. Computed by the compiled kernel.
     """
-    acc = ranking.masked_accuracy(*inputs, _masks(order, percent, seed, inputs.Z.shape[1], draws))
+    acc = ranking.masked_accuracy(*inputs, ablation_masks(order, percent, seed, inputs.Z.shape[1], draws))
     return {"top": float(acc[0]), "bottom": float(acc[1]), "random": float(np.mean(acc[2:])),
             "random_std": float(np.std(acc[2:]))}
-
-
-def _masks(order: np.ndarray, percent: float, seed: int, width: int, draws: int) -> np.ndarray:
-    """Masks (2 + draws, D): top, bottom, then ``draws`` random sets (independent streams of ``seed``)."""
-    if draws < 1:
-        raise ValueError(f"draws must be at least 1, got {draws}")
-    first = ablation_masks(order, percent, seed, width)
-    extra = [ablation_masks(order, percent, int(s.generate_state(1)[0]), width)[2]
-             for s in np.random.SeedSequence(seed).spawn(draws - 1)]
-    return np.vstack([first, *[m[None] for m in extra]])
 
 
 def ablation_outcomes(inputs: KernelInputs, order: np.ndarray, percent: float = 20.0, seed: int = 0,
@@ -77,7 +74,7 @@ def ablation_outcomes(inputs: KernelInputs, order: np.ndarray, percent: float = 
     right. Their means are the accuracies; the intervals of :mod:`neurohook.intervals` resample them.
     """
     Z, W, b, y = inputs
-    right = [(Z[:, m] @ W[:, m].T + b).argmax(axis=1) == y for m in _masks(order, percent, seed, Z.shape[1], draws)]
+    right = [(Z[:, m] @ W[:, m].T + b).argmax(axis=1) == y for m in ablation_masks(order, percent, seed, Z.shape[1], draws)]
     return {"top": right[0], "bottom": right[1], "random": np.mean(right[2:], axis=0)}
 
 
@@ -96,6 +93,8 @@ class MinimalSet:
     chosen_on: str = "test"  # "dev": chosen on a dev curve, reported on test; "test": the paper's search
     dev_top: list[float] = field(default_factory=list)  # the dev curve the size was chosen on
     test_oracle: float | None = None  # Acc(ALL) on test, for the redundancy tests (default: oracle)
+    top_right: np.ndarray | None = field(default=None, repr=False)  # (P, M) bool per evaluation utterance
+    random_right: np.ndarray | None = field(default=None, repr=False)  # (P, M) bool
 
     @property
     def accuracy(self) -> float:
@@ -129,10 +128,11 @@ class DevSearch(NamedTuple):
     oracle: float  # Acc(ALL) of that probe on the dev rows
 
 
-def retrained_curve(X_train: Any, y_train: Any, X_test: Any, y_test: Any, order: np.ndarray,
-                    percentages: Sequence[float], seed: int = 0, draw_seed: int | None = None,
-                    **probe_params: Any) -> tuple[list[float], list[float]]:
-    """Test accuracies of probes retrained on the top N% and on a random N% of ``order``, per N.
+def retrained_outcomes(X_train: Any, y_train: Any, X_test: Any, y_test: Any, order: np.ndarray,
+                       percentages: Sequence[float], seed: int = 0, draw_seed: int | None = None,
+                       **probe_params: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per test utterance, right (bool (P, M)) with probes retrained on the top N% and on a random N% of
+    ``order``, for each of the P percentages.
 
     All probes train in one batched pass: the columns are permuted so every top N% (and every
     random N%, nested prefixes of one shuffle from ``draw_seed``, else ``seed``) is a prefix.
@@ -145,8 +145,16 @@ def retrained_curve(X_train: Any, y_train: Any, X_test: Any, y_test: Any, order:
     specs = [ProbeSpec(0, k, seed) for k in ks] + [ProbeSpec(D, D + k, seed) for k in ks]
     probes = fit_probes(X_train[:, cols], y_train, specs, **probe_params)
     Xt = X_test[:, cols]
-    acc = [p.score(Xt[:, s.start : s.end], y_test) for p, s in zip(probes, specs)]
-    return acc[: len(ks)], acc[len(ks) :]
+    right = np.array([p.predict(Xt[:, s.start : s.end]) == np.asarray(y_test) for p, s in zip(probes, specs)])
+    return right[: len(ks)], right[len(ks) :]
+
+
+def retrained_curve(X_train: Any, y_train: Any, X_test: Any, y_test: Any, order: np.ndarray,
+                    percentages: Sequence[float], seed: int = 0, draw_seed: int | None = None,
+                    **probe_params: Any) -> tuple[list[float], list[float]]:
+    """Test accuracies (top, random) of :func:`retrained_outcomes`' probes, per percentage."""
+    top, rnd = retrained_outcomes(X_train, y_train, X_test, y_test, order, percentages, seed, draw_seed, **probe_params)
+    return top.mean(axis=1).tolist(), rnd.mean(axis=1).tolist()
 
 
 def minimal_neuron_set(
@@ -171,7 +179,9 @@ def minimal_neuron_set(
     reported; without it, on the test curve (the paper's procedure, optimistic).
     """
     percentages = sorted(float(p) for p in percentages)
-    top, rnd = retrained_curve(X_train, y_train, X_test, y_test, order, percentages, seed, draw_seed, **probe_params)
+    top_right, rnd_right = retrained_outcomes(X_train, y_train, X_test, y_test, order, percentages, seed, draw_seed,
+                                              **probe_params)
+    top, rnd = top_right.mean(axis=1).tolist(), rnd_right.mean(axis=1).tolist()
     curve, target, on = top, oracle, "test"
     dev_top: list[float] = []
     if dev is not None:
@@ -182,4 +192,4 @@ def minimal_neuron_set(
     i = reached[0] if reached else len(percentages) - 1
     k = _count(percentages[i], np.asarray(X_train).shape[1])
     return MinimalSet(target, delta, percentages, top, rnd, percentages[i], bool(reached), order[:k].tolist(), on, dev_top,
-                      oracle)
+                      oracle, top_right, rnd_right)

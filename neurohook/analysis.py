@@ -7,20 +7,22 @@ is made: each probe's l2 (:mod:`neurohook.probe_tuning`), the ranking probe's l2
 neuron set's size. Then, on test only: one probe per layer and one on ALL layers concatenated, the
 majority, control-task (selectivity) and optional R.INIT baselines; masked top / bottom / random
 accuracies of the ranking probe (random: the mean of 10 draws) and the verdict on top vs random; the
-prefix curve; the minimal neuron set's accuracy with its random counterpart; its distribution over
-layers. Then means and standard deviations over seeds, and the overlap of the tasks' minimal sets
+same verdict from probes that did not make the ranking (:mod:`neurohook.ranking_check`: rank on one
+half of the training rows, retrain on the other on the top / random neurons only); the prefix curve
+beside random orders' curves; the minimal neuron set's accuracy with its random counterpart; its
+distribution over layers. Then means and standard deviations over seeds, and the overlap of the tasks' minimal sets
 (polysemous neurons). Results are dataclasses that serialise to JSON and back.
 
 Accuracies are fractions in [0, 1]; ``delta`` tolerances are fractions too (0.01 = one point). Every
 accuracy measured on the test utterances (majority, ALL, control, R.INIT, each layer, the masked
-probes) and the selectivity carry a 95 % interval (``Stat.ci``): a two-level bootstrap over the
+probes, the cross-fitted check, the retrained curves and the minimal set) and the differences the
+verdicts read carry a 95 % interval (``Stat.ci``): a two-level bootstrap over the
 seeds and, within each, the test speakers (utterances without speakers; :mod:`neurohook.intervals`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -34,6 +36,8 @@ from neurohook.data.splits import seed_streams, train_dev_split, train_test_spli
 from neurohook.intervals import percentile_interval, replicate_means
 from neurohook.probe import PAPER_SETTINGS, LinearProbe, ProbeSpec, fit_probes
 from neurohook.probe_tuning import dev_phase, refit
+from neurohook.ranking_check import retrained_check
+from neurohook.task_data import TaskData, task_data
 from neurohook.results import AnalysisResult, Overlap, Stat, TaskResult
 
 __all__ = [
@@ -58,92 +62,6 @@ def overlap(name_a: str, neurons_a: Sequence[int], name_b: str, neurons_b: Seque
                    shared / union if union else 0.0)
 
 
-# ------------------------------------------------------------------------------------------------
-# The analysis
-
-
-def _layer_blocks(features: Features) -> tuple[np.ndarray, list[str], list[int]]:
-    """Column permutation that makes each layer contiguous (in layer order), layer names and sizes."""
-    names = list(features.layer_names)
-    cols = [np.asarray(features.columns(n)) for n in names]
-    return np.concatenate(cols), names, [len(c) for c in cols]
-
-
-def _aligned_labels(features: Features, labels: Any, what: str) -> np.ndarray:
-    """Labels (N,) aligned with features.ids from an array (N,) or a mapping id -> label (None: missing)."""
-    if isinstance(labels, Mapping):
-        return np.array([labels.get(u) for u in features.ids], dtype=object)
-    arr = np.asarray(labels, dtype=object)
-    if arr.shape != (len(features.ids),):
-        raise DataError(f"{what} has shape {arr.shape} but the features hold {len(features.ids)} utterances")
-    return arr
-
-
-def _check_finite(X: np.ndarray, ids: Sequence[Any], what: str) -> None:
-    """DataError naming the first utterances whose features hold NaN or Inf."""
-    bad = ~np.isfinite(X).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise DataError(f"{what} of {len(rows)} utterance(s) hold NaN or Inf, e.g. {[ids[r] for r in rows[:5]]}")
-
-
-def _fixed_split(features: Features, split: Any, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(train, test) row indices among the labelled rows from a per-utterance "train" / "test" side."""
-    side = _aligned_labels(features, split, "split")[keep]
-    bad = sorted({str(v) for v in side} - {"train", "test"})
-    if bad:
-        raise DataError(f"split: every labelled utterance needs 'train' or 'test', found {bad[:5]}")
-    return np.flatnonzero(side == "train"), np.flatnonzero(side == "test")
-
-
-def _clean(values: np.ndarray) -> np.ndarray:
-    """Labels as strings when they are not all numbers, so mixed types sort and compare."""
-    if all(isinstance(v, (int, np.integer)) for v in values):
-        return values.astype(np.int64)
-    return values.astype(str)
-
-
-@dataclass
-class _TaskData:
-    """One task's labelled rows: features X (n, D) with each layer's columns contiguous, labels, groups."""
-
-    X: np.ndarray
-    y: np.ndarray
-    speakers: np.ndarray | None
-    X_rinit: np.ndarray | None
-    perm: np.ndarray  # column of the features behind each column of X
-    names: list[str]
-    sizes: list[int]
-    fixed: tuple[np.ndarray, np.ndarray] | None  # a given (train, test) split
-    constant: np.ndarray  # (D,) bool: the neuron takes one value on every labelled utterance (dead)
-
-
-def _task_data(features: Features, labels: Any, task: str, speakers: Any, rinit_features: Features | None, split: Any) -> _TaskData:
-    """Labels aligned with features.ids (unlabelled utterances left out), finite features, R.INIT rows."""
-    y_all = _aligned_labels(features, labels, "labels")
-    keep = np.array([v is not None and not (isinstance(v, float) and np.isnan(v)) for v in y_all])
-    if keep.sum() == 0:
-        raise DataError(f"task {task!r}: no utterance of the features has a label (features ids look like "
-                        f"{list(features.ids[:2])}; are the labels keyed by other ids?)")
-    kept_ids = [u for u, k in zip(features.ids, keep) if k]
-    perm, names, sizes = _layer_blocks(features)
-    X = np.asarray(features.values)[keep][:, perm]
-    _check_finite(X, kept_ids, "features")
-    X_rinit = None
-    if rinit_features is not None:
-        pos = {u: i for i, u in enumerate(rinit_features.ids)}
-        missing = [u for u in kept_ids if u not in pos]
-        if missing:
-            raise DataError(f"R.INIT features lack {len(missing)} utterance(s), e.g. {missing[:3]}")
-        rows = [pos[u] for u in kept_ids]
-        X_rinit = np.asarray(rinit_features.values)[rows][:, _layer_blocks(rinit_features)[0]]
-        _check_finite(X_rinit, [rinit_features.ids[r] for r in rows], "R.INIT features")
-    spk = None if speakers is None else _aligned_labels(features, speakers, "speakers")[keep].astype(str)
-    fixed = None if split is None else _fixed_split(features, split, keep)
-    constant = (X == X[:1]).all(axis=0)  # dead or constant neurons: no probe can use them
-    return _TaskData(X, _clean(y_all[keep]), spk, X_rinit, perm, names, sizes, fixed, constant)
-
-
 RANDOM_DRAWS = 10  # random sets per seed behind every random-k accuracy
 
 
@@ -165,7 +83,7 @@ def _ranking_choice(tuning: Any, X_dev: np.ndarray, y_dev: np.ndarray, constant:
     return best, orders[best]
 
 
-def _one_seed(d: _TaskData, seed: int, task: str, test_size: float, ablation_percent: float,
+def _one_seed(d: TaskData, seed: int, task: str, test_size: float, ablation_percent: float,
               steps: Sequence[float] | None, prefix_k: np.ndarray, probe_params: dict[str, Any]) -> dict[str, Any]:
     """One seed's measurements: probes per layer and on ALL, baselines, ranking, ablation, prefix curve.
 
@@ -217,17 +135,24 @@ def _one_seed(d: _TaskData, seed: int, task: str, test_size: float, ablation_per
     out["masked"] = ablation_accuracy(inputs, live, ablation_percent, streams.masks, RANDOM_DRAWS)
     outcomes.update({f"masked:{how}": c for how, c in ablation_outcomes(inputs, live, ablation_percent,
                                                                            streams.masks, RANDOM_DRAWS).items()})
+    check = retrained_check(X_tr, y_tr, X_te, y_te, l2=rank_l2, retrain_l2=tunings[-1].l2, percent=ablation_percent,
+                            seed=streams.check, groups=spk_tr, constant=d.constant, steps=steps)
+    out["check"] = {k: float(v.mean()) for k, v in check.items()}
+    outcomes.update({f"check:{k}": v for k, v in check.items()})
     out["outcomes"] = outcomes
     out["groups"] = None if d.speakers is None else d.speakers[te]
-    curve = ranking.prefix_accuracy(*inputs, order)
-    out["prefix"] = curve[prefix_k - 1]
+    out["prefix"] = ranking.prefix_accuracy(*inputs, order)[prefix_k - 1]
+    rng = np.random.default_rng(streams.masks)
+    randoms = np.array([ranking.prefix_accuracy(*inputs, np.concatenate([rng.permutation(live), order[d.constant[order]]]))
+                        [prefix_k - 1] for _ in range(RANDOM_DRAWS)])  # random orders of the live neurons
+    out["prefix_random"], out["prefix_random_std"] = randoms.mean(axis=0), randoms.std(axis=0)
     out.update(split=(tr, te), order=order)
     logger.info("%s seed %d: ALL %.3f (l2 %g; ranking l2 %g), best layer %.3f", task, seed, oracle, tunings[-1].l2,
                 rank_l2, max(layer_acc[:-1]))
     return out
 
 
-def _minimal(d: _TaskData, p: dict[str, Any], seed: int, task: str, percentages: Sequence[float], delta: float,
+def _minimal(d: TaskData, p: dict[str, Any], seed: int, task: str, percentages: Sequence[float], delta: float,
              probe_params: dict[str, Any]) -> dict[str, Any]:
     """One seed's minimal neuron set, its size chosen on dev (probes retrained on the top / random N%
     with the ALL probe's l2), reported on test; and its layer distribution."""
@@ -249,7 +174,8 @@ def _intervals(per: list[dict[str, Any]], seed: int) -> dict[str, tuple[float, f
                            [p["groups"] for p in per], seed=seed)
     ci = {n: percentile_interval(reps[:, j]) for j, n in enumerate(names)}
     ci["selectivity"] = percentile_interval(reps[:, names.index("oracle")] - reps[:, names.index("control")])
-    ci["top_minus_random"] = percentile_interval(reps[:, names.index("masked:top")] - reps[:, names.index("masked:random")])
+    for key, a, b in (("top_minus_random", "masked:top", "masked:random"), ("check_minus_random", "check:top", "check:random")):
+        ci[key] = percentile_interval(reps[:, names.index(a)] - reps[:, names.index(b)])
     return ci
 
 
@@ -260,7 +186,7 @@ def ranking_verdict(ci: tuple[float, float]) -> str:
     return "worse than random" if ci[1] < 0 else "not better than random"
 
 
-def _task_result(d: _TaskData, task: str, seeds: Sequence[int], per: list[dict[str, Any]],
+def _task_result(d: TaskData, task: str, seeds: Sequence[int], per: list[dict[str, Any]],
                  ci: dict[str, tuple[float, float]], informative: bool, layer_delta: float, ablation_percent: float,
                  prefix_k: np.ndarray) -> TaskResult:
     """Means, spreads and intervals over seeds of every measurement, as a TaskResult."""
@@ -291,22 +217,44 @@ def _task_result(d: _TaskData, task: str, seeds: Sequence[int], per: list[dict[s
         probe_l2=[float(p["probe_l2"]) for p in per], ranking_l2=[float(p["ranking_l2"]) for p in per],
         top_minus_random=Stat.of([p["masked"]["top"] - p["masked"]["random"] for p in per], ci["top_minus_random"]),
         ranking_verdict=ranking_verdict(ci["top_minus_random"]),
+        retrained_check={k: Stat.of([p["check"][k] for p in per], ci[f"check:{k}"]) for k in ("top", "random")},
+        check_minus_random=Stat.of([p["check"]["top"] - p["check"]["random"] for p in per], ci["check_minus_random"]),
+        check_verdict=ranking_verdict(ci["check_minus_random"]),
+        prefix_random=np.mean([p["prefix_random"] for p in per], axis=0).tolist(),
+        prefix_random_std=np.mean([p["prefix_random_std"] for p in per], axis=0).tolist(),
         chosen_on={"l2": "dev", "ranking_l2": "dev", "best_layer": "dev", "redundant_layers": "dev",
                    "minimal_percent": "dev" if informative else "", "accuracies": "test"},
     )
     return _with_minimal_sets(result, d, per) if informative else result
 
 
-def _with_minimal_sets(r: TaskResult, d: _TaskData, per: list[dict[str, Any]]) -> TaskResult:
-    """The TaskResult with the seeds' minimal neuron sets summarised."""
+def _minimal_intervals(per: list[dict[str, Any]], seed: int) -> dict[str, tuple[float, float]]:
+    """95 % intervals (the two-level bootstrap) of the retrained curves, the minimal set's accuracy, its
+    random counterpart's, and of their difference (information redundancy)."""
     mins = [p["minimal"] for p in per]
+    P = len(mins[0].percentages)
+    cols = [np.concatenate([m.top_right.T, m.random_right.T, m.top_right[[m.percentages.index(m.percent)]].T,
+                            m.random_right[[m.percentages.index(m.percent)]].T], axis=1) for m in mins]
+    reps = replicate_means(cols, [p["groups"] for p in per], seed=seed)
+    ci = {f"top:{i}": percentile_interval(reps[:, i]) for i in range(P)}
+    ci.update({f"random:{i}": percentile_interval(reps[:, P + i]) for i in range(P)})
+    ci["minimal"], ci["minimal_random"] = percentile_interval(reps[:, 2 * P]), percentile_interval(reps[:, 2 * P + 1])
+    ci["minimal_minus_random"] = percentile_interval(reps[:, 2 * P] - reps[:, 2 * P + 1])
+    return ci
+
+
+def _with_minimal_sets(r: TaskResult, d: TaskData, per: list[dict[str, Any]]) -> TaskResult:
+    """The TaskResult with the seeds' minimal neuron sets summarised (test accuracies with intervals)."""
+    mins = [p["minimal"] for p in per]
+    ci = _minimal_intervals(per, seed_streams(r.seeds[0]).intervals)
     pcts = [str(p) for p in mins[0].percentages]
     r.percentages = mins[0].percentages
-    r.retrained_top = {p: Stat.of([m.top[i] for m in mins]) for i, p in enumerate(pcts)}
-    r.retrained_random = {p: Stat.of([m.random[i] for m in mins]) for i, p in enumerate(pcts)}
+    r.retrained_top = {p: Stat.of([m.top[i] for m in mins], ci[f"top:{i}"]) for i, p in enumerate(pcts)}
+    r.retrained_random = {p: Stat.of([m.random[i] for m in mins], ci[f"random:{i}"]) for i, p in enumerate(pcts)}
     r.minimal_percent = Stat.of([m.percent for m in mins])
-    r.minimal_accuracy = Stat.of([m.accuracy for m in mins])
-    r.minimal_random_accuracy = Stat.of([m.random_accuracy for m in mins])
+    r.minimal_accuracy = Stat.of([m.accuracy for m in mins], ci["minimal"])
+    r.minimal_random_accuracy = Stat.of([m.random_accuracy for m in mins], ci["minimal_random"])
+    r.minimal_minus_random = Stat.of([m.accuracy - m.random_accuracy for m in mins], ci["minimal_minus_random"])
     r.minimal_reached = [m.reached for m in mins]
     r.rest_redundant = [m.rest_redundant for m in mins]
     r.information_redundant = [m.information_redundant for m in mins]
@@ -345,7 +293,7 @@ def analyze_task(
     """
     if paper:
         probe_params = {**PAPER_SETTINGS, **probe_params}
-    d = _task_data(features, labels, task, speakers, rinit_features, split)
+    d = task_data(features, labels, task, speakers, rinit_features, split)
     D = d.X.shape[1]
     prefix_k = np.unique(np.linspace(1, D, min(prefix_points, D)).round().astype(int))
     per = [_one_seed(d, seed, task, test_size, ablation_percent, steps, prefix_k, probe_params) for seed in seeds]

@@ -113,6 +113,18 @@ class TaskResult(JSONResult):
     #: "better than random", "not better than random" or "worse than random" (interval excludes 0).
     top_minus_random: Stat | None = None
     ranking_verdict: str = ""
+    #: The cross-fitted check (:mod:`neurohook.ranking_check`): probes retrained on half B of the training
+    #: rows on the top / random ``ablation_percent`` of half A's ranking, test accuracy; their
+    #: difference with its interval and the verdict it supports (as ``ranking_verdict``).
+    retrained_check: dict[str, Stat] = field(default_factory=dict)
+    check_minus_random: Stat | None = None
+    check_verdict: str = ""
+    #: The minimal set's retrained test accuracy minus its random counterpart's, with its interval
+    #: (information redundancy, section 6.2 (ii), holds where the interval reaches above -delta).
+    minimal_minus_random: Stat | None = None
+    #: Random-k prefix curve (the mean over draws and seeds) and its spread over draws, at ``prefix_steps``.
+    prefix_random: list[float] = field(default_factory=list)
+    prefix_random_std: list[float] = field(default_factory=list)
     #: Which split each choice was made on ("dev"; "test" only for the paper's own minimal-set search).
     chosen_on: dict[str, str] = field(default_factory=dict)
 

@@ -64,6 +64,28 @@ def test_ranking_top_beats_random_beats_bottom_and_says_so():
     assert r.chosen_on["best_layer"] == "dev" and set(r.layer_dev_accuracy) == {"a", "b"}
     assert r.probe_l2[0] in LinearProbe().l2_grid and r.ranking_l2[0] in LinearProbe().l2_grid
     assert len(set(r.minimal_neurons) & set(cols.tolist())) >= 0.8 * min(len(r.minimal_neurons), 20)
+    # the cross-fitted check: half A ranks, probes retrained on half B on its top / random 20 % score on test
+    c = r.retrained_check
+    assert c["top"].mean > c["random"].mean + 0.1 and r.check_verdict == "better than random"
+    assert r.check_minus_random.ci[0] > 0
+    # random-k prefix curve: below the ranking's curve where few neurons are kept, spread given per k
+    assert len(r.prefix_random) == len(r.prefix_steps) == len(r.prefix_random_std)
+    assert r.prefix_accuracy[1] > r.prefix_random[1] and min(r.prefix_random_std) >= 0
+
+
+def test_the_cross_fitted_check_ranks_on_one_half_and_retrains_on_the_other():
+    from neurohook.ranking_check import retrained_check
+
+    X, y, cols = planted(800, 300, seed=2)
+    speakers = np.arange(800) // 8
+    tr, te = np.arange(800) < 600, np.arange(800) >= 600
+    check = retrained_check(X[tr], y[tr], X[te], y[te], l2=1e-2, percent=10, seed=0, groups=speakers[tr])
+    assert check["top"].dtype == bool and check["top"].shape == (200,) and check["random"].shape == (200,)
+    assert check["top"].mean() > 0.9 and check["random"].mean() < check["top"].mean() - 0.1  # 30 neurons: 20 planted vs ~2
+    dead = np.zeros(300, bool)
+    dead[cols] = True  # neurons marked constant never enter the sets: top is no better than random then
+    blind = retrained_check(X[tr], y[tr], X[te], y[te], l2=1e-2, percent=10, seed=0, constant=dead)
+    assert blind["top"].mean() < check["random"].mean() < check["top"].mean()
 
 
 def test_a_ranking_no_better_than_random_is_reported_as_such():
@@ -76,3 +98,4 @@ def test_a_ranking_no_better_than_random_is_reported_as_such():
     assert r.ranking_verdict in ("not better than random", "better than random")
     lo, hi = r.top_minus_random.ci
     assert (r.ranking_verdict == "better than random") == (lo > 0)
+    assert (r.check_verdict == "better than random") == (r.check_minus_random.ci[0] > 0)

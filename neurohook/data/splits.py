@@ -44,7 +44,8 @@ class SeedStreams(NamedTuple):
     minimal: int
     trials: int
     intervals: int  # bootstrap replicates (spawned after the others: they do not depend on it)
-    dev: int  # the dev part of the training rows (added last: the streams above are unchanged)
+    dev: int  # the dev part of the training rows (added after the others: the streams above are unchanged)
+    check: int  # the halves and random sets of the cross-fitted ranking check (added last)
 
 
 def seed_streams(seed: int) -> SeedStreams:

@@ -90,16 +90,16 @@ def fig_prefix(study: Study, task: str) -> Any:
         x = 100 * np.asarray(t.prefix_steps, dtype=float) / total
         ax.plot(x, 100 * np.asarray(t.prefix_accuracy), color=f"C{i}", label=m.name)
         ax.axhline(100 * t.oracle.mean, ls=":", color=f"C{i}", lw=1)
-        r = t.masked["random"]  # the random-k baseline at the ablation percentage, with its interval
-        lo, hi = r.ci or (r.mean, r.mean)
-        ax.errorbar([t.ablation_percent], [100 * r.mean], yerr=[[100 * (r.mean - lo)], [100 * (hi - r.mean)]],
-                    fmt="s", color=f"C{i}", mfc="white", capsize=3, label=f"{m.name}: random {t.ablation_percent:g}%")
+        if t.prefix_random:  # the random-k curve: mean over draws and seeds, band of +- one std over draws
+            mean, std = 100 * np.asarray(t.prefix_random), 100 * np.asarray(t.prefix_random_std)
+            ax.plot(x, mean, color=f"C{i}", ls="--", lw=1, label=f"{m.name}: random k")
+            ax.fill_between(x, mean - std, mean + std, color=f"C{i}", alpha=0.15, lw=0)
     ax.axhline(100 * max(t.majority.mean for t in (m.tasks[task] for m in study.with_task(task))), ls="--",
                color="gray", lw=1, label="Maj-C")
     ax.set_xscale("log")
     ax.set_xlabel("top neurons kept (% of all, log scale)")
     ax.set_ylabel(f"{task} accuracy (%)")
-    ax.set_title(f"{task}: top-k prefix of the ranking (ALL dotted; squares: random k, 95% CI)", fontsize=9)
+    ax.set_title(f"{task}: top-k prefix of the ranking (ALL dotted; dashed: random k, band ±1 std)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 
-from neurohook.results import TaskResult
+from neurohook.results import Stat, TaskResult
 from neurohook.verification import ALL as SV_ALL
 from neurohook.paper import COMPLEX_TASKS, DIALECT_HINTS, GAP, SIMPLE_TASKS, SMALL_SET, SPEAKER_HINTS
 from neurohook.report.loading import ModelResults, Study
@@ -86,11 +86,22 @@ def _low(stat) -> float:
     return stat.mean if stat.ci is None else stat.ci[0]
 
 
+def _lo(s) -> float:
+    """A Stat's interval's lower end (its mean when it has no interval)."""
+    return s.ci[0] if s.ci else s.mean
+
+
+def _hi(s) -> float:
+    """A Stat's interval's upper end (its mean when it has no interval)."""
+    return s.ci[1] if s.ci else s.mean
+
+
 def _distributed(t: TaskResult) -> tuple[int, int]:
-    """Layers whose accuracy has at least half the best layer's gain over Maj-C, and the layer count."""
+    """Layers whose accuracy has at least half the best layer's gain over Maj-C and whose interval lies
+    above Maj-C, and the layer count."""
     accs = [t.layer_accuracy[n].mean for n in t.layers]
     need = t.majority.mean + 0.5 * (max(accs) - t.majority.mean)
-    return sum(a >= need for a in accs), len(accs)
+    return sum(t.layer_accuracy[n].mean >= need and _lo(t.layer_accuracy[n]) > t.majority.mean for n in t.layers), len(accs)
 
 
 def _f_distributed(study: Study) -> Finding:
@@ -101,7 +112,7 @@ def _f_distributed(study: Study) -> Finding:
             checks.append(k == n)
             obs.append(f"{task}/{m.name}: {k}/{n} layers")
     return Finding("Gender and channel information are encoded throughout the layers (distributed) (5.3 i, 5.2)",
-                   "Figures 4/7: every layer's accuracy ≥ Maj-C + ½ (best layer − Maj-C)",
+                   "Figures 4/7: every layer's accuracy ≥ Maj-C + ½ (best layer − Maj-C), and its 95% CI above Maj-C",
                    "; ".join(obs) or NOT_MEASURED, verdict(checks))
 
 
@@ -112,12 +123,26 @@ def _f_redundant(study: Study) -> Finding:
             t = m.tasks[task]
             if not t.informative:
                 continue
-            checks.append(t.minimal_random_accuracy.mean >= t.minimal_accuracy.mean - GAP)
-            obs.append(f"{task}/{m.name}: Acc_t {pct(t.minimal_accuracy.mean)} vs Acc_r {pct(t.minimal_random_accuracy.mean)}")
+            gap = _gap(t)
+            checks.append(_hi(gap) < GAP)
+            obs.append(f"{task}/{m.name}: Acc_t − Acc_r {_points(gap)}")
     return Finding("Gender and channel are stored redundantly: a random neuron subset does about as well as the top one "
                    "(5.3 ii, 6.4 iii, 7.1)",
-                   "Table 3: Acc_r (re-trained) ≥ Acc_t (re-trained) − 5 points",
+                   "Table 3: the 95% CI of Acc_t − Acc_r (re-trained) lies below 5 points",
                    "; ".join(obs) or NOT_MEASURED, verdict(checks))
+
+
+def _gap(t: TaskResult):
+    """Acc_t − Acc_r of the minimal set (re-trained), as a Stat (from the means for older results)."""
+    if t.minimal_minus_random is not None:
+        return t.minimal_minus_random
+    return Stat.of([a - b for a, b in zip(t.minimal_accuracy.values, t.minimal_random_accuracy.values)])
+
+
+def _points(s) -> str:
+    """A difference of fractions in points, with its interval: '+2.10 [-0.50, 4.80] points'."""
+    ci = f" [{100 * s.ci[0]:+.2f}, {100 * s.ci[1]:+.2f}]" if s.ci else ""
+    return f"{100 * s.mean:+.2f}{ci} points"
 
 
 def _best_eer(m: ModelResults, trial_set: str) -> float:
@@ -156,10 +181,14 @@ def _f_language(study: Study) -> Finding:
     for m in study.with_task("LID"):
         t = m.tasks["LID"]
         up = t.best_layer in upper_half(t.layers)
-        checks.append(up)
-        obs.append(f"{m.name}: best layer {t.best_layer} ({'upper' if up else 'lower'} half)")
+        lower = [n for n in t.layers if n not in upper_half(t.layers)]
+        clear = all(_lo(t.layer_accuracy[t.best_layer]) > t.layer_accuracy[n].mean for n in lower)
+        checks.append(up and clear)
+        obs.append(f"{m.name}: best layer {t.best_layer} ({'upper' if up else 'lower'} half"
+                   + ("" if clear or not up else "; its CI overlaps a lower layer's accuracy") + ")")
     return Finding("Language is captured in the upper layers of all models (5.3 vi)",
-                   "Figure 6a: the LID probe's best layer is in the upper half of the layers, for every model",
+                   "Figure 6a: the LID probe's best layer (chosen on dev) is in the upper half of the layers and its "
+                   "test CI lies above every lower-half layer's accuracy, for every model",
                    "; ".join(obs) or NOT_MEASURED, verdict(checks))
 
 
@@ -190,13 +219,15 @@ def _f_masked(study: Study) -> Finding:
             t = m.tasks[task]
             if not t.ranking_verdict or not t.informative:  # a probe at chance ranks noise
                 continue
-            checks.append(t.ranking_verdict == "better than random" and t.masked["top"].mean > t.masked["bottom"].mean)
+            crossfit = t.check_verdict or "better than random"  # results written before the check existed
+            checks.append(t.ranking_verdict == crossfit == "better than random" and t.masked["top"].mean > t.masked["bottom"].mean)
             if not checks[-1]:
-                fails.append(f"{task}/{m.name}: {t.ranking_verdict}")
+                fails.append(f"{task}/{m.name}: {t.ranking_verdict} (cross-fit: {t.check_verdict or 'n/a'})")
     text = (f"top beats random for {sum(checks)}/{len(checks)} task-model pairs"
             + ("; not for " + "; ".join(fails) if fails else ""))
     return Finding("The ranking works: the top neurons keep far more accuracy than the bottom ones (6.1)",
-                   "Table 2: the 95% CI of Acc_t − Acc_r (Masked) lies above 0, and Acc_t > Acc_b (informative tasks)",
+                   "Table 2: the 95% CIs of Acc_t − Acc_r (Masked) and of the cross-fitted retrained t − r lie above 0, "
+                   "and Acc_t > Acc_b (informative tasks)",
                    text if checks else NOT_MEASURED, verdict(checks))
 
 
@@ -232,16 +263,15 @@ def _f_dialect_not_redundant(study: Study) -> Finding:
     ms = study.with_task("DID")
     m, how = _role_model("DID", DIALECT_HINTS, lambda x: x.tasks["DID"].oracle.mean, ms)
     paper = "Dialect information is not redundant in the task-specific model (6.4 iv)"
-    rule = "Table 3: the dialect model's DID Acc_r (re-trained) < Acc_t (re-trained) − 5 points"
+    rule = "Table 3: the 95% CI of the dialect model's DID Acc_t − Acc_r (re-trained) lies above 5 points"
     if m is None:
         return Finding(paper, rule, NOT_MEASURED, NOT_MEASURED)
     t = m.tasks["DID"]
     if not t.informative:
         return Finding(paper, rule, f"dialect model {how}: DID is not informative (Acc(ALL) not above the majority "
                                     "rate beyond its interval)", NOT_MEASURED)
-    ok = t.minimal_random_accuracy.mean < t.minimal_accuracy.mean - GAP
-    return Finding(paper, rule, f"dialect model {how}: Acc_t {pct(t.minimal_accuracy.mean)} vs Acc_r "
-                                f"{pct(t.minimal_random_accuracy.mean)}", verdict([ok]))
+    gap = _gap(t)
+    return Finding(paper, rule, f"dialect model {how}: Acc_t − Acc_r {_points(gap)}", verdict([_lo(gap) > GAP]))
 
 
 def _f_localized(study: Study) -> Finding:

@@ -113,7 +113,7 @@ def _check_task(name: str, t: TaskResult) -> None:
         t.informative = True
 
 
-_OPTIONAL = ("rinit", "minimal_neurons")
+_OPTIONAL = ("rinit", "minimal_neurons", "top_minus_random", "check_minus_random", "minimal_minus_random")  # later fields: older results lack them
 #: Absent for a task that is not informative (its probe is not above the majority rate).
 _MINIMAL_SET = ("minimal_percent", "minimal_accuracy", "minimal_random_accuracy")
 

@@ -54,6 +54,9 @@ def table2(study: Study, task: str) -> Table:
         rows.append([label] + [_stat(m.tasks[task].masked[key]) for m in ms])
     rows.append(["Acc_t − Acc_r"] + [_stat(m.tasks[task].top_minus_random) for m in ms])
     rows.append(["Ranking"] + [m.tasks[task].ranking_verdict or MISSING for m in ms])
+    rows.append(["Retrained t / r (cross-fit)"] + [_check(m.tasks[task]) for m in ms])
+    rows.append(["Retrained t − r"] + [_stat(m.tasks[task].check_minus_random) for m in ms])
+    rows.append(["Ranking (cross-fit)"] + [m.tasks[task].check_verdict or MISSING for m in ms])
     rows.append(["Ranking probe l2 (dev)"] + [_l2s(m.tasks[task].ranking_l2) for m in ms])
     rows.append(["Constant neurons (left out)"] + [str(sum(m.tasks[task].constant_neurons.values())) for m in ms])
     return Table(f"Table 2 — {task}", [""] + [m.name for m in ms], rows,
@@ -61,13 +64,21 @@ def table2(study: Study, task: str) -> Table:
                  "mean of 10 random sets per seed); means over seeds with 95% CIs. The ranking probe is the ALL probe "
                  "whose l2 (from the grid, chosen on the dev part of the training data) makes its top N% score best "
                  "on dev alone. Ranking: 'better than random' when the CI of Acc_t − Acc_r lies above 0, 'worse than "
-                 "random' below 0, else 'not better than random'. Neurons constant on every labelled utterance (dead) "
-                 "are left out of the draws; N% is of the others.")
+                 "random' below 0, else 'not better than random'. Cross-fit: a probe on one half of the training "
+                 "rows ranks; new probes trained on the other half on only its top N% (t) or on random N% (r, mean "
+                 "of 5 sets) are scored on test, so the ranking is not judged by the probe that made it. Neurons "
+                 "constant on every labelled utterance (dead) are left out of the draws; N% is of the others.")
 
 
 def _stat(s: Any) -> str:
     """A Stat's mean with its interval, or the missing mark (results written before it existed)."""
     return MISSING if s is None else pct_with_ci(s.mean, s.ci)
+
+
+def _check(t: Any) -> str:
+    """The cross-fitted check's top / random accuracies, or the missing mark."""
+    c = t.retrained_check
+    return f"{pct(c['top'].mean)} / {pct(c['random'].mean)}" if c else MISSING
 
 
 def _l2s(values: Sequence[float]) -> str:
@@ -86,10 +97,12 @@ def table3(study: Study, task: str) -> Table:
     rows = [["Acc (ALL)"] + [pct(t[m.name].oracle.mean) for m in ms],
             ["Neu_t"] + [percent_label(t[m.name].minimal_percent.mean) if t[m.name].informative else NOT_INFORMATIVE
                          for m in ms],
-            ["Acc_t (Re-trained)"] + [pct(t[m.name].minimal_accuracy.mean) if t[m.name].informative else MISSING
+            ["Acc_t (Re-trained)"] + [_stat(t[m.name].minimal_accuracy) if t[m.name].informative else MISSING
                                       for m in ms],
-            ["Acc_r (Re-trained)"] + [pct(t[m.name].minimal_random_accuracy.mean) if t[m.name].informative else MISSING
+            ["Acc_r (Re-trained)"] + [_stat(t[m.name].minimal_random_accuracy) if t[m.name].informative else MISSING
                                       for m in ms],
+            ["Acc_t − Acc_r"] + [_stat(t[m.name].minimal_minus_random) if t[m.name].informative else MISSING
+                                 for m in ms],
             ["Minimal set reached"] + [_seed_count(t[m.name].minimal_reached) for m in ms],
             ["Rest redundant (6.2 i)"] + [_seed_count(t[m.name].rest_redundant) for m in ms],
             ["Information redundant (6.2 ii)"] + [_seed_count(t[m.name].information_redundant) for m in ms]]
@@ -97,7 +110,8 @@ def table3(study: Study, task: str) -> Table:
                  "Neu_t: smallest tried % of all neurons whose re-trained top-N% probe is within delta of Acc(ALL), "
                  "chosen on the dev part of the training data (probes trained on the rest of it), mean over seeds; "
                  "Acc_t / Acc_r: re-trained on all training data on the top / a random Neu_t%, scored on test (means "
-                 "over seeds). Minimal set reached: on dev. "
+                 "over seeds, 95% CIs by the two-level bootstrap). Minimal set reached: on dev; redundancy counts are "
+                 "per seed (6.2 i: Acc_t >= 97% of Acc(ALL); 6.2 ii: Acc_r >= Acc_t - delta). "
                  f"{NOT_INFORMATIVE}: Acc(ALL)'s 95% interval does not lie above the majority rate, so no minimal "
                  "set is searched (a probe at chance ranks noise).")
 
@@ -113,10 +127,12 @@ def table3_curve(study: Study, task: str) -> Table:
         row = [percent_label(float(k))]
         for m in ms:
             r = m.tasks[task]
-            row += [pct(r.retrained_top[k].mean) if k in r.retrained_top else MISSING,
-                    pct(r.retrained_random[k].mean) if k in r.retrained_random else MISSING]
+            row += [_stat(r.retrained_top[k]) if k in r.retrained_top else MISSING,
+                    _stat(r.retrained_random[k]) if k in r.retrained_random else MISSING]
         rows.append(row)
-    return Table(f"Table 3b — {task}: re-trained accuracy per N%", header, rows)
+    return Table(f"Table 3b — {task}: re-trained accuracy per N%", header, rows,
+                 "Probes re-trained on all training data on the top / a random N% of the ranking, test accuracy (%), "
+                 "means over seeds with 95% CIs.")
 
 
 def table4(study: Study, trial_set: str) -> Table:

@@ -1,0 +1,102 @@
+"""One task's rows for :func:`neurohook.analysis.analyze`: labels aligned with the features' ids,
+unlabelled utterances left out, each layer's columns made contiguous, checked features, constant neurons.
+
+Example::
+
+    d = task_data(features, labels, "GC", speakers, None, None)
+    d.X.shape, d.names, d.sizes, int(d.constant.sum())     # (n, D), layer names, widths, dead neurons
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from neurohook.errors import DataError
+from neurohook.features import Features
+
+__all__ = ["TaskData", "task_data"]
+
+
+def _layer_blocks(features: Features) -> tuple[np.ndarray, list[str], list[int]]:
+    """Column permutation that makes each layer contiguous (in layer order), layer names and sizes."""
+    names = list(features.layer_names)
+    cols = [np.asarray(features.columns(n)) for n in names]
+    return np.concatenate(cols), names, [len(c) for c in cols]
+
+
+def _aligned_labels(features: Features, labels: Any, what: str) -> np.ndarray:
+    """Labels (N,) aligned with features.ids from an array (N,) or a mapping id -> label (None: missing)."""
+    if isinstance(labels, Mapping):
+        return np.array([labels.get(u) for u in features.ids], dtype=object)
+    arr = np.asarray(labels, dtype=object)
+    if arr.shape != (len(features.ids),):
+        raise DataError(f"{what} has shape {arr.shape} but the features hold {len(features.ids)} utterances")
+    return arr
+
+
+def _check_finite(X: np.ndarray, ids: Sequence[Any], what: str) -> None:
+    """DataError naming the first utterances whose features hold NaN or Inf."""
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise DataError(f"{what} of {len(rows)} utterance(s) hold NaN or Inf, e.g. {[ids[r] for r in rows[:5]]}")
+
+
+def _fixed_split(features: Features, split: Any, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) row indices among the labelled rows from a per-utterance "train" / "test" side."""
+    side = _aligned_labels(features, split, "split")[keep]
+    bad = sorted({str(v) for v in side} - {"train", "test"})
+    if bad:
+        raise DataError(f"split: every labelled utterance needs 'train' or 'test', found {bad[:5]}")
+    return np.flatnonzero(side == "train"), np.flatnonzero(side == "test")
+
+
+def _clean(values: np.ndarray) -> np.ndarray:
+    """Labels as strings when they are not all numbers, so mixed types sort and compare."""
+    if all(isinstance(v, (int, np.integer)) for v in values):
+        return values.astype(np.int64)
+    return values.astype(str)
+
+
+@dataclass
+class TaskData:
+    """One task's labelled rows: features X (n, D) with each layer's columns contiguous, labels, groups."""
+
+    X: np.ndarray
+    y: np.ndarray
+    speakers: np.ndarray | None
+    X_rinit: np.ndarray | None
+    perm: np.ndarray  # column of the features behind each column of X
+    names: list[str]
+    sizes: list[int]
+    fixed: tuple[np.ndarray, np.ndarray] | None  # a given (train, test) split
+    constant: np.ndarray  # (D,) bool: the neuron takes one value on every labelled utterance (dead)
+
+
+def task_data(features: Features, labels: Any, task: str, speakers: Any, rinit_features: Features | None, split: Any) -> TaskData:
+    """Labels aligned with features.ids (unlabelled utterances left out), finite features, R.INIT rows."""
+    y_all = _aligned_labels(features, labels, "labels")
+    keep = np.array([v is not None and not (isinstance(v, float) and np.isnan(v)) for v in y_all])
+    if keep.sum() == 0:
+        raise DataError(f"task {task!r}: no utterance of the features has a label (features ids look like "
+                        f"{list(features.ids[:2])}; are the labels keyed by other ids?)")
+    kept_ids = [u for u, k in zip(features.ids, keep) if k]
+    perm, names, sizes = _layer_blocks(features)
+    X = np.asarray(features.values)[keep][:, perm]
+    _check_finite(X, kept_ids, "features")
+    X_rinit = None
+    if rinit_features is not None:
+        pos = {u: i for i, u in enumerate(rinit_features.ids)}
+        missing = [u for u in kept_ids if u not in pos]
+        if missing:
+            raise DataError(f"R.INIT features lack {len(missing)} utterance(s), e.g. {missing[:3]}")
+        rows = [pos[u] for u in kept_ids]
+        X_rinit = np.asarray(rinit_features.values)[rows][:, _layer_blocks(rinit_features)[0]]
+        _check_finite(X_rinit, [rinit_features.ids[r] for r in rows], "R.INIT features")
+    spk = None if speakers is None else _aligned_labels(features, speakers, "speakers")[keep].astype(str)
+    fixed = None if split is None else _fixed_split(features, split, keep)
+    constant = (X == X[:1]).all(axis=0)  # dead or constant neurons: no probe can use them
+    return TaskData(X, _clean(y_all[keep]), spk, X_rinit, perm, names, sizes, fixed, constant)
