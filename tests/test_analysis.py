@@ -46,6 +46,12 @@ def test_ranking_finds_the_planted_neurons_and_the_minimal_set_is_small(study):
     assert len(r.minimal_neurons) >= 10  # the ranking puts planted neurons first:
     assert len(set(r.minimal_neurons) & set(cols.tolist())) >= 0.9 * len(r.minimal_neurons)
     assert r.distribution["layer2"].mean >= 0.7 * sum(d.mean for d in r.distribution.values())
+    # the paper's redundancy tests (6.2): the rest is redundant (the minimal set keeps >= 97 % of Acc(ALL));
+    # the information is not (a random set of that size holds ~1 of the 20 planted neurons), beyond the interval
+    assert all(r.rest_redundant) and not any(r.information_redundant)
+    lo, hi = r.minimal_minus_random.ci
+    assert lo > 0.2 and lo <= r.minimal_minus_random.mean <= hi
+    assert all(s.ci is not None for s in r.retrained_top.values()) and r.minimal_accuracy.ci is not None
 
 
 def test_ablation_bottom_falls_to_chance_top_stays_near_oracle(study):
