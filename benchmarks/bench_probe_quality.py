@@ -4,7 +4,8 @@ For each demo model and task, on the demo's own features and one speaker-disjoin
 40 % of the speakers held out): test accuracy of the ALL probe with a 95 % interval (bootstrap over
 test speakers) and its fitting time, for (1) neurohook's default ``LinearProbe()`` (l2 chosen on a
 speaker-disjoint dev part, L-BFGS), (2) the paper's setting (``PAPER_SETTINGS``) and (3) scikit-
-learn's ``StandardScaler`` + ``LogisticRegressionCV`` (lbfgs, Cs 1e-3..1, 3 folds). Needs a finished
+learn's ``StandardScaler`` + ``LogisticRegressionCV`` (lbfgs, Cs 1e-3..1, 3 folds); and neurohook minus
+scikit-learn on the same test utterances with its paired 95 % interval. Needs a finished
 demo (``neurohook demo --out DIR``). Usage: python benchmarks/bench_probe_quality.py [--demo DIR] [--quick]
 """
 
@@ -43,6 +44,15 @@ def with_interval(right: np.ndarray, speakers: np.ndarray) -> dict[str, object]:
     return {"acc": round(100 * float(right.mean()), 2), "ci": [round(100 * lo, 2), round(100 * hi, 2)]}
 
 
+def paired_difference(ours: np.ndarray, ref: np.ndarray, speakers: np.ndarray) -> dict[str, object]:
+    """Accuracy difference (points) of two probes on the same test utterances, with its paired 95 %
+    interval (bootstrap over test speakers of the per-utterance difference)."""
+    diff = ours.astype(float) - ref.astype(float)
+    reps = replicate_means([diff], [speakers], seed=0)[:, 0]
+    lo, hi = percentile_interval(reps)
+    return {"points": round(100 * float(diff.mean()), 2), "ci": [round(100 * lo, 2), round(100 * hi, 2)]}
+
+
 def one_task(X: np.ndarray, y: np.ndarray, spk: np.ndarray) -> dict[str, object]:
     tr, te = train_test_split(y, 0.4, seed_streams(0).split, spk)
     out: dict[str, object] = {"n_train": len(tr), "n_test": len(te), "D": X.shape[1]}
@@ -56,6 +66,7 @@ def one_task(X: np.ndarray, y: np.ndarray, spk: np.ndarray) -> dict[str, object]
     out["sklearn_lrcv"] = {**with_interval(ref.predict(X[te]) == y[te], spk[te]), "s": round(t, 2),
                            "C": float(ref[-1].C_[0])}
     out["neurohook_minus_sklearn"] = round(out["neurohook"]["acc"] - out["sklearn_lrcv"]["acc"], 2)
+    out["paired_difference"] = paired_difference(ours.predict(X[te]) == y[te], ref.predict(X[te]) == y[te], spk[te])
     out["speedup_vs_sklearn"] = round(out["sklearn_lrcv"]["s"] / max(out["neurohook"]["s"], 1e-9), 1)
     return out
 
@@ -85,6 +96,9 @@ def main() -> None:
     emit("probe_quality", {"demo": str(demo), "tasks": results, "summary": {
         "worst_neurohook_minus_sklearn_points": min(diffs), "mean_neurohook_minus_sklearn_points": float(np.mean(diffs)),
         "min_speedup": min(speed), "median_speedup": float(np.median(speed)),
+        "within_1_point": sum(d >= -1 for d in diffs), "pairs": len(diffs),
+        "significantly_more_than_1_point_below": [k for k, r in results.items() if r["paired_difference"]["ci"][1] < -1],
+        "faster_5x": sum(v >= 5 for v in speed),
         "target": "never more than 1 point below scikit-learn, >= 5x faster"}})
 
 

@@ -19,11 +19,13 @@ _LAZY = {
     "LayerSpan": "neurohook.features",
     "LinearProbe": "neurohook.probe",
     "analyze": "neurohook.analysis",
+    "Ablation": "neurohook.ablate",
+    "Erasure": "neurohook.erasure",
 }
 # submodules reachable as attributes, e.g. neurohook.verification.eer
 _SUBMODULES = {"ranking", "errors", "hooks", "lengths", "pooling", "features", "shards", "zscore", "probe", "analysis",
                "ablation", "control", "results", "codec", "paper", "study", "verification", "models", "data", "corpus",
-               "report", "extract", "provenance"}
+               "report", "extract", "provenance", "ablate", "intervene", "erasure"}
 
 __all__ = ["__version__", *_LAZY, *sorted(_SUBMODULES)]
 

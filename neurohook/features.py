@@ -39,6 +39,7 @@ class LayerSpan:
     pooling: str
     statistics: tuple[str, ...] = ("mean",)
     unit_shape: tuple[int, ...] = ()
+    layout: str = ""  # the output layout the Recorder read (e.g. "BDT"); "" when unknown (older files)
 
     @property
     def width(self) -> int:
@@ -179,7 +180,7 @@ class Features:
             if end == len(cols) or unit_layer[end] != unit_layer[start]:
                 old = self.layers[int(unit_layer[start])]
                 spans.append(
-                    LayerSpan(old.name, start, end, old.pooling, old.statistics, old.unit_shape)
+                    LayerSpan(old.name, start, end, old.pooling, old.statistics, old.unit_shape, old.layout)
                 )
                 new_layer[start:end] = len(spans) - 1
                 start = end

@@ -138,6 +138,7 @@ class Recorder:
         self._warned: set[str] = set()
         #: Valid frame counts (B,) each layer used in the latest call (None: every frame valid).
         self.last_lengths: dict[str, Tensor | None] = {}
+        self._layouts: dict[str, str] = {}  # the layout each layer's output was read in
 
     # ------------------------------------------------------------------------- configuration
     def _apply_overrides(self, overrides: Mapping[str, Mapping[str, Any]]) -> None:
@@ -408,6 +409,7 @@ class Recorder:
         else:
             lengths = self._layer_lengths(spec, call, frames.shape[1])
         self.last_lengths[spec.name] = None if lengths is None else lengths.cpu()
+        self._layouts[spec.name] = "packed" if exact is not None else layout
         slots = call.slot_cache.get(frames.device)
         if slots is None:
             chunk = batch.slots[call.offset : call.offset + call.size]
@@ -437,7 +439,8 @@ class Recorder:
                 raise ValueError(f"layer {spec.name!r} saw no valid frame of utterances {empty[:5]}")
             values = pool.result(n).numpy()
             spans.append(
-                LayerSpan(spec.name, start, start + values.shape[1], pool.pooling, STATISTICS[pool.pooling], pool.feature_shape or ())
+                LayerSpan(spec.name, start, start + values.shape[1], pool.pooling, STATISTICS[pool.pooling],
+                          pool.feature_shape or (), self._layouts.get(spec.name, ""))
             )
             blocks.append(values)
             start += values.shape[1]

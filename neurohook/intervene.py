@@ -1,0 +1,154 @@
+"""From "encoded" to "used": a ranking's neurons ablated in the running model, scored on the model's own task.
+
+:func:`ablation_curve` measures, for each k, the model's own metric with the top-k, bottom-k and
+random-k neurons of a ranking ablated (:class:`neurohook.Ablation`), random over several draws. All
+variants of one batch run together: the batch is replicated along the batch axis and replica r
+ablates variant r's units (``max_replicas`` bounds the replicas per forward; 1 is the plain loop).
+Compute still grows with the number of variants: on CPU replication saves the per-forward overhead
+(1.4x faster than the loop for adi-cnn, ``benchmarks/bench_intervene.py``), not the arithmetic.
+Metrics map the model outputs of every utterance to one number: :func:`accuracy` and :func:`macro_f1`
+of a classifier's logits, :func:`sv_eer` of an embedding on verification trials.
+
+Example::
+
+    curve = ablation_curve(model, loader, order, ks=[10, 50, 200], metric=accuracy(accent_of),
+                           features=feats, draws=5)
+    curve.reference, curve.top, curve.random          # no ablation; per k
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from neurohook.ablate import Ablation, _n_units, layer_means, units_of
+from neurohook.features import Features
+from neurohook.results import JSONResult
+
+__all__ = ["AblationCurve", "ablation_curve", "accuracy", "macro_f1", "sv_eer"]
+
+#: Default rows (replicas x batch) per forward: on the 2-core CPU here, adi-cnn on 3 s clips ran a
+#: 71-variant curve fastest at 32 rows (4.6 s vs 6.3 s one variant per forward, 4.8-5.0 s at 64-568 rows).
+ROWS_PER_FORWARD = 32
+
+Metric = Callable[[np.ndarray, Sequence[Any]], float]  # outputs (N, K), ids (N,) -> one number
+
+
+def accuracy(labels: Mapping[Any, int]) -> Metric:
+    """Share of utterances whose argmax output is their label (class index of the model's head)."""
+    def metric(outputs: np.ndarray, ids: Sequence[Any]) -> float:
+        y = np.array([labels[u] for u in ids])
+        return float(np.mean(outputs.argmax(axis=1) == y))
+    metric.__name__ = "accuracy"
+    return metric
+
+
+def macro_f1(labels: Mapping[Any, int]) -> Metric:
+    """Macro-averaged F1 of the argmax outputs against the labels (scikit-learn's ``f1_score``)."""
+    from sklearn.metrics import f1_score
+
+    def metric(outputs: np.ndarray, ids: Sequence[Any]) -> float:
+        y = np.array([labels[u] for u in ids])
+        return float(f1_score(y, outputs.argmax(axis=1), average="macro"))
+    metric.__name__ = "macro_f1"
+    return metric
+
+
+def sv_eer(trials: Any) -> Metric:
+    """Equal error rate of cosine scores between the outputs (embeddings) of each trial's two utterances."""
+    from neurohook.verification import cosine_scores, eer
+
+    def metric(outputs: np.ndarray, ids: Sequence[Any]) -> float:
+        return float(eer(cosine_scores(np.asarray(outputs, dtype=np.float32), [str(u) for u in ids], trials),
+                         trials.target))
+    metric.__name__ = "eer"
+    return metric
+
+
+@dataclass
+class AblationCurve(JSONResult):
+    """The model's own metric under ablation of a ranking's top / bottom / random k neurons."""
+
+    metric: str
+    ks: list[int]
+    reference: float  # no ablation
+    top: list[float]  # per k
+    bottom: list[float]
+    random: list[float]  # mean over draws
+    random_std: list[float]  # spread over draws
+    random_draws: list[list[float]] = field(default_factory=list)  # (k, draws)
+    mode: str = "zero"
+
+
+def _variants(ranking: np.ndarray, ks: Sequence[int], draws: int, seed: int) -> list[np.ndarray]:
+    """Column sets: none, then per k top, bottom and ``draws`` random sets (from the ranked columns)."""
+    rng = np.random.default_rng(seed)
+    out = [np.zeros(0, np.int64)]
+    for k in ks:
+        out += [ranking[:k], ranking[len(ranking) - k :]]
+        out += [np.sort(rng.choice(ranking, size=k, replace=False)) for _ in range(draws)]
+    return out
+
+
+def _masks(features: Features, variants: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """``{layer: (R, units) bool}``, row r marking the units of variant r."""
+    spans = {s.name: s for s in features.layers}
+    masks: dict[str, np.ndarray] = {}
+    for r, cols in enumerate(variants):
+        for layer, units in units_of(features, cols).items():
+            m = masks.setdefault(layer, np.zeros((len(variants), _n_units(spans[layer])), dtype=bool))
+            m[r, units] = True
+    return masks
+
+
+def _default_forward(model: nn.Module, wave: Tensor, lengths: Tensor | None) -> Tensor:
+    out = model(wave, lengths)
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def ablation_curve(model: nn.Module, data: Iterable[tuple[Sequence[Any], Tensor, Tensor | None]], ranking: Any,
+                   ks: Sequence[int], metric: Metric, draws: int = 5, *, features: Features, mode: str = "zero",
+                   means: Mapping[str, Any] | None = None, seed: int = 0,
+                   forward: Callable[[nn.Module, Tensor, Tensor | None], Tensor] | None = None,
+                   max_replicas: int | None = None, **ablation_options: Any) -> AblationCurve:
+    """The model's ``metric`` with the top-k, bottom-k and ``draws`` random-k columns of ``ranking`` ablated.
+
+    ``data`` yields (ids, waves (B, ...), lengths (B,) or None); ``ranking`` (K,) Features columns, best
+    first; ``forward(model, waves, lengths)`` returns the outputs the metric reads, (B, C) logits or
+    (B, E) embeddings (default: ``model(waves, lengths)``, item 0 of a tuple). ``max_replicas``: variants
+    per forward (default: ``ROWS_PER_FORWARD // B``; all variants are 1 + len(ks) * (2 + draws)). ``ablation_options`` go to :class:`Ablation`.
+    """
+    order = np.asarray(ranking, dtype=np.int64).reshape(-1)
+    if any(not 0 < k <= len(order) for k in ks):
+        raise ValueError(f"ks must lie in [1, {len(order)}] (the ranking's length), got {list(ks)}")
+    forward = forward or _default_forward
+    if mode == "mean" and means is None:
+        means = layer_means(features)  # once, not per forward
+    variants = _variants(order, ks, draws, seed)
+    masks = _masks(features, variants)
+    R = len(variants)
+    outputs: list[list[np.ndarray]] = [[] for _ in range(R)]
+    ids: list[Any] = []
+    for batch_ids, wave, lengths in data:
+        ids += list(batch_ids)
+        B = len(batch_ids)
+        step = max(1, ROWS_PER_FORWARD // B) if max_replicas is None else max(1, int(max_replicas))
+        for a in range(0, R, step):
+            r = min(step, R - a)
+            part = {layer: m[a : a + r] for layer, m in masks.items()}
+            waves = wave.repeat(r, *([1] * (wave.dim() - 1)))
+            lens = None if lengths is None else lengths.repeat(r)
+            with torch.no_grad(), Ablation(model, features, masks=part, mode=mode, means=means, **ablation_options):
+                out = forward(model, waves, lens).detach().float().cpu().numpy()
+            for j in range(r):
+                outputs[a + j].append(out[j * B : (j + 1) * B])
+    scores = [metric(np.concatenate(o), ids) for o in outputs]
+    per_k = np.array(scores[1:]).reshape(len(ks), 2 + draws)
+    rand = per_k[:, 2:]
+    return AblationCurve(getattr(metric, "__name__", "metric"), [int(k) for k in ks], scores[0], per_k[:, 0].tolist(),
+                         per_k[:, 1].tolist(), rand.mean(axis=1).tolist(), rand.std(axis=1).tolist(), rand.tolist(), mode)
