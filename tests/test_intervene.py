@@ -246,3 +246,72 @@ def test_live_erasure_on_a_mean_pooled_layer_equals_erasing_the_pooled_features(
     assert hook_count(model) == 0
     np.testing.assert_allclose(live.values, eraser.transform(feats.values), atol=2e-5)
     assert live.ids == ids
+
+
+class DictAndSplitLSTM(nn.Module):
+    """A dict-returning encoder (BCTF 2-D conv inside) and a 2-layer LSTM split into per-layer modules."""
+
+    class Enc(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"hidden": self.conv(x[:, None]), "aux": x}  # (B, 2, T, 4): BCTF
+
+    def __init__(self) -> None:
+        super().__init__()
+        from neurohook.hooks import split_rnn
+
+        torch.manual_seed(4)
+        self.enc = self.Enc()
+        self.rnn = split_rnn(nn.LSTM(8, 3, num_layers=2, batch_first=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, 4)
+        h = self.enc(x)["hidden"].permute(0, 2, 1, 3).flatten(2)  # (B, T, 8)
+        return self.rnn(h)[0].mean(dim=1)
+
+
+def test_dict_outputs_bctf_and_split_lstm_layers_are_ablated_in_place_of_their_units():
+    model, x = DictAndSplitLSTM(), torch.randn(3, 7, 4)
+    layers = ["enc", "rnn.layers.0", "rnn.layers.1"]
+    feats = record(model, layers, x, pooling="mean", output="hidden", overrides={"rnn.layers.*": {"output": 0}, "enc": {"layout": "BCTF"}},
+                   conv2d_layout="BCTF")
+    assert [s.layout for s in feats.layers] == ["BCTF", "BTD", "BTD"]
+    seen: dict[str, torch.Tensor] = {}
+    for layer in layers:
+        cols = feats.columns(layer)[[1, 2]]
+        with torch.no_grad(), Ablation(model, feats, neurons=cols, output="hidden" if layer == "enc" else 0,
+                                       conv2d_layout="BCTF"):
+            module = model.get_submodule(layer)
+            h = module.register_forward_hook(lambda m, a, o, n=layer: seen.__setitem__(n, o["hidden"] if n == "enc" else o[0]))
+            model(x)
+            h.remove()
+        out = seen[layer]
+        frames = out.permute(0, 2, 1, 3).flatten(2) if layer == "enc" else out  # (B, T, units)
+        units = [feats.unit(c)[1] for c in cols]
+        assert torch.count_nonzero(frames[..., units]) == 0, layer
+        assert torch.count_nonzero(frames) == frames.numel() - frames[..., units].numel(), layer
+    assert hook_count(model) == 0
+
+
+def test_an_embeddings_eer_under_ablation_matches_a_direct_computation():
+    from neurohook.intervene import sv_eer
+    from neurohook.verification import cosine_scores, eer, make_trials
+
+    model, x, y = trained_tiny(300)
+    ids = [f"u{i}" for i in range(len(y))]
+    feats = record(model, "enc", x, pooling="mean", layout="BTD")
+    trials = make_trials(ids, y.tolist(), n_target=300, seed=0)
+    embed = lambda m, w, lengths: m.enc(w).mean(dim=1)  # the pooled hidden layer as the embedding
+    data = [(ids[a : a + 100], x[a : a + 100], None) for a in range(0, len(y), 100)]
+    order = np.arange(32)
+    curve = ablation_curve(model, data, order, ks=[6], metric=sv_eer(trials), draws=2, features=feats, forward=embed)
+    with torch.no_grad():
+        plain = model.enc(x).mean(dim=1).numpy()
+        with Ablation(model, feats, neurons=order[:6]):
+            cut = model.enc(x).mean(dim=1).numpy()
+    assert curve.metric == "eer"
+    assert curve.reference == pytest.approx(eer(cosine_scores(plain, ids, trials), trials.target))
+    assert curve.top[0] == pytest.approx(eer(cosine_scores(cut, ids, trials), trials.target))
+    assert curve.top[0] > curve.reference + 0.1  # units 0-5 carry the class ("speaker") signal
