@@ -99,7 +99,7 @@ def fig_prefix(study: Study, task: str) -> Any:
     ax.set_xscale("log")
     ax.set_xlabel("top neurons kept (% of all, log scale)")
     ax.set_ylabel(f"{task} accuracy (%)")
-    ax.set_title(f"{task}: top-k prefix of the ranking (ALL dotted; dashed: random k, band ±1 std)", fontsize=9)
+    ax.set_title(f"{task}: top-k of the ranking (solid), random k (dashed, ±1 std), ALL (dotted)", fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig

@@ -179,13 +179,17 @@ def table_layerwise_accuracy(m: ModelResults) -> Table:
     tasks = list(m.tasks.values())
     layers = list(dict.fromkeys(n for t in tasks for n in t.layers))
     sizes = {n: s for t in tasks for n, s in zip(t.layers, t.layer_sizes)}
-    rows = [[n, str(sizes[n])] + [pct_with_ci(t.layer_accuracy[n].mean, t.layer_accuracy[n].ci)
-                                   if n in t.layer_accuracy else MISSING for t in tasks] for n in layers]
-    rows.append(["ALL", str(sum(sizes.values()))] + [pct_with_ci(t.oracle.mean, t.oracle.ci) for t in tasks])
-    rows.append(["Best layer (dev)", ""] + [t.best_layer for t in tasks])
-    rows.append(["Within layer_delta of best (dev)", ""] + [", ".join(t.redundant_layers) for t in tasks])
-    rows.append(["Probe l2 (dev)", ""] + [_l2s(t.probe_l2) for t in tasks])
-    return Table(f"Layer-wise accuracy — {m.name}", ["Layer", "#Neu"] + list(m.tasks), rows,
+    dead = {n: max((t.constant_neurons.get(n, 0) for t in tasks), default=0) for n in layers}
+    rows = [[n, str(sizes[n]), str(dead[n])] + [pct_with_ci(t.layer_accuracy[n].mean, t.layer_accuracy[n].ci)
+                                                if n in t.layer_accuracy else MISSING for t in tasks] for n in layers]
+    rows.append(["ALL", str(sum(sizes.values())), str(sum(dead.values()))]
+                + [pct_with_ci(t.oracle.mean, t.oracle.ci) for t in tasks])
+    rows.append(["Best layer (dev)", "", ""] + [t.best_layer for t in tasks])
+    rows.append(["Within layer_delta of best (dev)", "", ""] + [", ".join(t.redundant_layers) for t in tasks])
+    rows.append(["Probe l2 (dev)", "", ""] + [_l2s(t.probe_l2) for t in tasks])
+    return Table(f"Layer-wise accuracy — {m.name}", ["Layer", "#Neu", "#Const"] + list(m.tasks), rows,
+                 "#Const: neurons constant (dead) on every labelled utterance of a task (the most over tasks); "
+                 "they are left out of the masked draws. "
                  "Test accuracy (%) of each layer's probe with its 95% CI. The best layer and the layers within "
                  "layer_delta of it are chosen on the dev part of the training data (mean dev accuracy over seeds), "
                  "never on test; each probe's l2 is chosen on dev too (highest dev accuracy, ties to the lower dev cross-entropy).")
