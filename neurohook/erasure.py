@@ -96,7 +96,18 @@ def fit_eraser(X: Any, y: Any, method: str = "leace", tol: float = 1e-10) -> Lea
     root, inv_root = _sqrt_and_inverse_sqrt(cov, tol)
     U, s, _ = np.linalg.svd(inv_root @ cross, full_matrices=False)
     U = U[:, s > tol * max(float(s.max()), 1e-300)]  # orthonormal basis of the whitened cross-covariance
-    return LeaceEraser(mean, root @ U, inv_root @ U)
+    return _eraser(mean, root @ U, inv_root @ U, cov)
+
+
+def _eraser(mean: np.ndarray, A: np.ndarray, B: np.ndarray, cov: np.ndarray, tol: float = 1e-10) -> LeaceEraser:
+    """The eraser, with constant columns left exactly as they are: their rows of A and B are zero in
+    exact arithmetic, and rounding residue there (~1e-16) would carry the erased direction into a
+    column that a z-scoring probe blows up to unit variance."""
+    var = np.diag(cov)
+    constant = var <= tol * max(float(var.max()), 1e-300)
+    A, B = A.copy(), B.copy()
+    A[constant], B[constant] = 0.0, 0.0
+    return LeaceEraser(mean, A, B)
 
 
 def random_eraser(X: Any, rank: int, seed: int = 0) -> LeaceEraser:
@@ -104,9 +115,10 @@ def random_eraser(X: Any, rank: int, seed: int = 0) -> LeaceEraser:
     for what erasing any ``rank`` dimensions costs."""
     X = np.asarray(X, dtype=np.float64)
     mean = X.mean(axis=0)
-    root, inv_root = _sqrt_and_inverse_sqrt(np.cov(X, rowvar=False, bias=True), 1e-10)
+    cov = np.cov(X, rowvar=False, bias=True)
+    root, inv_root = _sqrt_and_inverse_sqrt(cov, 1e-10)
     q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((X.shape[1], rank)))
-    return LeaceEraser(mean, root @ q, inv_root @ q)
+    return _eraser(mean, root @ q, inv_root @ q, cov)
 
 
 class Erasure:

@@ -236,6 +236,19 @@ def test_leace_erases_the_concept_and_nothing_else():
     assert best_linear_probe(rnd.transform(X), gender) > 0.9  # a random direction of the same rank leaves gender
 
 
+def test_constant_columns_stay_constant_so_a_z_scoring_probe_cannot_resurrect_the_concept():
+    from neurohook.probe import LinearProbe
+
+    X, gender, _ = planted_concepts(n=600)
+    X = np.concatenate([X, np.full((600, 10), 3.0), np.zeros((600, 10))], axis=1)  # dead units, as ReLU layers have
+    X = X[:, np.random.default_rng(1).permutation(50)]  # interleaved with the live ones
+    dead = X.std(axis=0) == 0
+    E = fit_eraser(X, gender).transform(X)
+    assert (E[:, dead] == X[:, dead]).all()  # exactly: rounding residue there would carry the erased direction
+    probe = LinearProbe(l2=1e-4).fit(E, gender)  # z-scores every column: any residue would be unit variance
+    assert probe.score(E, gender) <= max(np.mean(gender), 1 - np.mean(gender)) + 0.05
+
+
 def test_live_erasure_on_a_mean_pooled_layer_equals_erasing_the_pooled_features():
     model, x, y = trained_tiny(300)
     ids = [f"u{i}" for i in range(len(y))]
