@@ -19,6 +19,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -107,6 +108,24 @@ def _features(model: torch.nn.Module, manifest: Manifest, out: Path) -> Features
     return Features.load(path)
 
 
+#: Encoded vs used (``neurohook intervene``) in the demo: the property whose probe ranks the neurons, the
+#: model's own metric, replicas per forward (1: Resemblyzer packs its batches), and what to erase where.
+INTERVENTIONS = {"adi-cnn": ("accent", "accuracy", None, None), "sre-cnn": ("speaker", "eer", None, ("gender", "fc1")),
+                 "resemblyzer": ("speaker", "eer", 1, None)}
+
+
+def _interventions(name: str, model: torch.nn.Module, manifest: Manifest, feats: Features) -> dict[str, Any]:
+    """The demo's intervention results for one model (see INTERVENTIONS)."""
+    from neurohook.intervene_study import encoded_vs_used, erasure_cost
+
+    column, metric, replicas, erase = INTERVENTIONS[name]
+    out: dict[str, Any] = {"curves": {column: encoded_vs_used(model, manifest, feats, column, metric=metric,
+                                                              max_replicas=replicas)}}
+    if erase is not None:
+        out["erasure"] = {f"{erase[0]}@{erase[1]}": erasure_cost(model, manifest, feats, *erase)}
+    return out
+
+
 def run_demo(out_dir: str | Path = "neurohook-demo", size: str = "default", seeds: int | None = None) -> Path:
     """Run every stage (skipping what is cached in ``out_dir``); returns the report's path."""
     if size not in SIZES:
@@ -132,8 +151,18 @@ def run_demo(out_dir: str | Path = "neurohook-demo", size: str = "default", seed
         done = {}
 
     for name in (*models.BUILTIN, "resemblyzer"):
-        if name in done.get("models", {}):
+        cached = done.get("models", {}).get(name)
+        wanted = name in INTERVENTIONS and size != "tiny"  # the tiny corpus is too small for held-out trials
+        if cached is not None and (not wanted or "interventions" in cached):
             logger.info("%s: results cached", name)
+            continue
+        if cached is not None:  # analysed before interventions existed: add them
+            model = _model(name, plan, manifest_path, out)
+            t0 = time.perf_counter()
+            cached["interventions"] = _interventions(name, model, manifest, _features(model, manifest, out / "features" / name))
+            timings[f"{name}_intervene_s"] = time.perf_counter() - t0
+            write_results({name: cached}, results_path, merge=True, demo_settings=settings)
+            done = json.loads(results_path.read_text())
             continue
         t0 = time.perf_counter()
         model = _model(name, plan, manifest_path, out)
@@ -149,6 +178,10 @@ def run_demo(out_dir: str | Path = "neurohook-demo", size: str = "default", seed
                               rinit_features=rinit, seeds=tuple(range(n_seeds)))
         entry["trained_for"] = TRAINED_FOR.get(name)
         timings[f"{name}_analysis_s"] = time.perf_counter() - t0
+        if wanted:
+            t0 = time.perf_counter()
+            entry["interventions"] = _interventions(name, model, manifest, feats)
+            timings[f"{name}_intervene_s"] = time.perf_counter() - t0
         write_results({name: entry}, results_path, merge=bool(done), demo_settings=settings)
         done = json.loads(results_path.read_text())
         logger.info("%s: analysed in %.0f s", name, timings[f"{name}_analysis_s"])

@@ -71,6 +71,10 @@ def test_analyze_then_report_end_to_end(study, tmp_path):
     (["analyze", "--manifest", "m.csv"], "`analyze` needs --features and --tasks"),
     (["report", "--results", "nope.json"], "results file not found: nope.json"),
     (["extract", "--model", "no-such-model", "--manifest", "MANIFEST", "--out", "x"], "unknown model 'no-such-model'"),
+    (["intervene", "--model", "adi-cnn", "--manifest", "MANIFEST", "--features", "f", "--task", "gender",
+      "--erase", "gender"], "--erase and --layer go together"),
+    (["intervene", "--model", "adi-cnn", "--manifest", "MANIFEST", "--task", "gender"],
+     "`intervene` needs --features"),
 ])
 def test_user_mistakes_give_one_line_and_exit_2(study, tmp_path, capsys, args, message):
     args = [a.replace("MANIFEST", str(study / "manifest.csv")) for a in args]
@@ -123,11 +127,20 @@ def test_corpus_extract_analyze_report_with_a_built_in_model(tiny_corpus, tmp_pa
     assert len(list((tmp_path / "feats" / "shards").glob("*.safetensors"))) == 4
     run("analyze", "--features", str(tmp_path / "feats"), "--manifest", manifest, "--tasks", "gender",
         "--seeds", "1", "--paper-settings", "--epochs", "5", "--out", str(tmp_path / "results.json"), cache=cache, cwd=tmp_path)
+    run("intervene", "--model", "adi-cnn", "--size", "small", "--manifest", manifest, "--features",
+        str(tmp_path / "feats"), "--results", str(tmp_path / "results.json"), "--task", "speaker", "--metric", "eer",
+        "--ks", "2", "8", "--draws", "2", "--erase", "gender", "--layer", "fc1", cache=cache, cwd=tmp_path)
     run("report", "--results", str(tmp_path / "results.json"), "--out", str(tmp_path / "report"), cache=cache, cwd=tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())
     (entry,) = results["models"].values()
     oracle = entry["analysis"]["tasks"]["gender"]["oracle"]["mean"] * 100
-    assert f"| Acc (ALL) | {oracle:.2f} |" in (tmp_path / "report" / "report.md").read_text()
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert f"| Acc (ALL) | {oracle:.2f} |" in text
+    curve = entry["interventions"]["curves"]["speaker"]["curve"]  # the analysis is kept beside the new results
+    assert curve["ks"] == [2, 8] and len(curve["random_draws"][0]) == 2 and 0 <= curve["reference"] <= 1
+    erased = entry["interventions"]["erasure"]["gender@fc1"]
+    assert erased["rank"] == 1 and set(erased["sv_eer"]) == {"none", "leace", "random_direction"}
+    assert "Encoded vs used — feats: speaker neurons" in text and "Erasure — feats: gender at fc1" in text
 
 
 @pytest.mark.slow

@@ -268,7 +268,6 @@ def test_html_holds_the_same_tables(written):
 
 def test_findings_follow_the_rules(written, results):
     rows = rows_of(md_tables((written / "report.md").read_text())["Findings — the paper beside this run"])
-    by_section = {k.split("(")[-1].rstrip(")"): v for k, v in rows.items()}
     voice = next(v for k, v in rows.items() if "Voice identity" in k)
     assert "cnn-sre (by its name)" in voice[1]  # the model named like the paper's speaker model
     lb = results["models"]["cnn-sre"]["verification"]["EN"]["layerwise"]["best_layer"]

@@ -165,6 +165,33 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_intervene(args: argparse.Namespace) -> int:
+    require(args, "model", "manifest", "features", "task")
+    from neurohook.data.manifest import read_manifest
+    from neurohook.intervene_study import encoded_vs_used, erasure_cost
+    from neurohook.results import read_results_file, write_results
+
+    if bool(args.erase) != bool(args.layer):
+        raise UserError("--erase and --layer go together: the label column to erase and the layer to erase it at")
+    check_writable_file(args.results, "--results")
+    data = read_results_file(args.results) if Path(args.results).exists() else {"models": {}}
+    name = args.model_name or Path(args.features).resolve().with_suffix("").name
+    model = load_model(args.model, args.size)
+    feats = load_features(args.features, "--features")
+    manifest = read_manifest(existing(args.manifest, "manifest"), check_files=False)
+    entry = dict(data["models"].get(name, {}))
+    done = dict(entry.get("interventions", {}))
+    done.setdefault("curves", {})[args.task] = encoded_vs_used(
+        model, manifest, feats, args.task, metric=args.metric, speaker_column=args.speaker_column, ks=args.ks,
+        draws=args.draws, max_test=args.max_test)
+    if args.erase:
+        done.setdefault("erasure", {})[f"{args.erase}@{args.layer}"] = erasure_cost(
+            model, manifest, feats, args.erase, args.layer, speaker_column=args.speaker_column)
+    entry["interventions"] = done
+    print(write_results({name: entry}, args.results))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from neurohook.report import write_report
 
@@ -182,6 +209,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "extract": cmd_extract, "analyze": cmd_analyze, "report": cmd_report, "demo": cmd_demo,
+    "extract": cmd_extract, "analyze": cmd_analyze, "intervene": cmd_intervene, "report": cmd_report, "demo": cmd_demo,
     "corpus-build": cmd_corpus_build, "models-train": cmd_models_train, "models-list": cmd_models_list,
 }

@@ -144,6 +144,26 @@ ANALYZE: list[Option] = [
     ("--out", "results.json", "results file (JSON; an existing results file gets this model added)", {"type": text}),
     ("--model-name", None, "name of the model in the results (default: the features folder's name)", {"type": text}),
 ]
+INTERVENE: list[Option] = [
+    ("--model", None, "the model the features were extracted from: a checkpoint (.pt) or a built-in name",
+     {"type": text}),
+    ("--size", "small", "size of a built-in --model given by name", {"choices": ["small", "paper"]}),
+    ("--manifest", None, "manifest of the audio and the label columns", {"type": text}),
+    ("--features", None, "features of --model (features.npz, or the extract output folder)", {"type": text}),
+    ("--results", "results.json", "results file the curves and erasure results are added to", {"type": text}),
+    ("--model-name", None, "name of the model in the results (default: the features folder's name)", {"type": text}),
+    ("--task", None, "label column whose neurons a probe ranks (e.g. accent, speaker)", {"type": text}),
+    ("--metric", "accuracy", "the model's own metric: its head's accuracy on --task, or its embedding's SV EER",
+     {"choices": ["accuracy", "eer"]}),
+    ("--ks", None, "numbers of neurons to ablate (default: 5 values from 0.5 % to 50 %)",
+     {"nargs": "+", "type": positive_int}),
+    ("--draws", 3, "random sets per k", {"type": positive_int}),
+    ("--max-test", 200, "held-out utterances the curve is measured on", {"type": positive_int}),
+    ("--speaker-column", "speaker", "column naming the speaker (speaker-disjoint split, SV trials)", {"type": text}),
+    ("--erase", None, "also erase this label column (LEACE) at --layer and report what it costs the SV EER",
+     {"type": text}),
+    ("--layer", None, "layer to erase --erase at (its mean-pooled or (B, D) features)", {"type": text}),
+]
 REPORT: list[Option] = [
     ("--results", "results.json", "results file written by `neurohook analyze` or `neurohook demo`", {"type": text}),
     ("--out", "report", "output folder for report.md, report.html and the figures", {"type": text}),
@@ -176,6 +196,8 @@ TRAIN: list[Option] = [
 COMMANDS: dict[str, tuple[list[Option], str]] = {
     "extract": (EXTRACT, "pool every chosen layer over a manifest (resumable; torchrun-aware)"),
     "analyze": (ANALYZE, "probe layers and neurons for each task; write results.json"),
+    "intervene": (INTERVENE, "ablate a probe's top neurons inside the running model, score the model's own "
+                             "metric; erase a property (LEACE); add both to results.json"),
     "report": (REPORT, "write the paper's tables and figures from results.json"),
     "demo": (DEMO, "the whole study on the built-in corpus and models, from nothing"),
     "corpus-build": (CORPUS, "synthesise the built-in multilingual corpus"),

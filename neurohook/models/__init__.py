@@ -235,4 +235,5 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(path, f"damaged checkpoint ({type(e).__name__}: {first[:200]})") from None
     model.metrics = ckpt.get("metrics", {})  # type: ignore[assignment]
+    model.extra = ckpt.get("extra", {})  # type: ignore[assignment]  # e.g. the head's "classes", "train_config"
     return model.eval()

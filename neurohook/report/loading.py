@@ -30,6 +30,8 @@ class ModelResults:
     trained_for: str | None = None
     #: Trial sets whose speaker verification could not run, with the reason.
     verification_errors: dict[str, str] = field(default_factory=dict)
+    #: ``neurohook intervene`` results as written: {"curves": {task: ...}, "erasure": {"column@layer": ...}}.
+    interventions: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tasks(self) -> dict[str, TaskResult]:
@@ -98,7 +100,8 @@ def _model_results(name: str, entry: Mapping[str, Any]) -> ModelResults:
     sizes = [int(s) for s in (entry.get("layer_sizes") or _first_task_attr(ar, "layer_sizes", []))]
     n = int(entry.get("n_neurons") or sum(sizes))
     trained = entry.get("trained_for")
-    return ModelResults(name, n, layers, sizes, ar, ver, None if trained is None else str(trained), failed)
+    interventions = dict(entry.get("interventions") or {})
+    return ModelResults(name, n, layers, sizes, ar, ver, None if trained is None else str(trained), failed, interventions)
 
 
 def _check_task(name: str, t: TaskResult) -> None:

@@ -15,6 +15,7 @@ from neurohook.report.loading import Study, load_results
 from neurohook.report.document import Block, Heading, Image, Para, _slug, render_html, render_markdown
 from neurohook.report.tables import _overlaps, models_table, table1, table2, table3, table3_curve, table4, table_a8, table_distribution, table_layerwise_accuracy, table_layerwise_eer, table_overlap
 from neurohook.report.findings import findings_table
+from neurohook.report.interventions import intervention_blocks
 from neurohook.report.figures import fig_distribution, fig_layer_accuracy, fig_layer_eer, fig_overlap, fig_prefix
 from neurohook.report.document import NOT_MEASURED, Results
 
@@ -111,7 +112,8 @@ def build_blocks(study: Study, figs: _Figures) -> list[Block]:
     b.append(Heading(2, "7. Standard deviations over seeds (Table A.8)"))
     b.append(table_a8(study) if tasks else Para(NOT_MEASURED))
 
-    b.append(Heading(2, "8. Findings: the paper and this run"))
+    b.extend(intervention_blocks(study))
+    b.append(Heading(2, "9. Findings: the paper and this run"))
     b.append(findings_table(study))
     return b
 
