@@ -158,6 +158,8 @@ def run_demo(out_dir: str | Path = "neurohook-demo", size: str = "default", seed
             continue
         if cached is not None:  # analysed before interventions existed: add them
             model = _model(name, plan, manifest_path, out)
+            if model is None:
+                continue
             t0 = time.perf_counter()
             cached["interventions"] = _interventions(name, model, manifest, _features(model, manifest, out / "features" / name))
             timings[f"{name}_intervene_s"] = time.perf_counter() - t0
