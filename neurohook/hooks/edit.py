@@ -27,28 +27,12 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from neurohook.hooks.layers import find_layers
-from neurohook.hooks.layouts import LAYOUTS, OutputSelector, infer_layout, select_output, to_frames
+from neurohook.hooks.layouts import (LAYOUTS, OutputSelector, default_selector, from_frames, infer_layout,
+                                     select_output, to_frames)
 
-__all__ = ["Edits", "from_frames", "replace_output"]
+__all__ = ["Edits", "replace_output"]
 
 FrameEdit = Callable[[Tensor], Tensor]  # frames (B, T, *F) -> frames of the same shape
-
-
-def from_frames(frames: Tensor, layout: str) -> Tensor:
-    """The inverse of :func:`neurohook.hooks.layouts.to_frames`: frames (B, T, *F) back to ``layout``."""
-    if layout == "BTD":
-        return frames
-    if layout == "TBD":
-        return frames.transpose(0, 1)
-    if layout == "BDT":
-        return frames.transpose(1, 2)
-    if layout == "BCFT":
-        return frames.permute(0, 2, 3, 1)
-    if layout == "BCTF":
-        return frames.permute(0, 2, 1, 3)
-    if layout == "BD":
-        return frames.squeeze(1)
-    raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
 
 
 def replace_output(out: Any, selector: OutputSelector, new: Any, layer: str) -> Any:
@@ -56,13 +40,7 @@ def replace_output(out: Any, selector: OutputSelector, new: Any, layer: str) -> 
     if selector is None:
         if isinstance(out, (Tensor, PackedSequence)):
             return new
-        if isinstance(out, (tuple, list)):
-            selector = 0
-        elif isinstance(out, Mapping):
-            selector = next(k for k, v in out.items() if isinstance(v, (Tensor, PackedSequence)))
-        elif dataclasses.is_dataclass(out):
-            selector = next(f.name for f in dataclasses.fields(out)
-                            if isinstance(getattr(out, f.name), (Tensor, PackedSequence)))
+        selector = default_selector(out)
     if isinstance(selector, int) and isinstance(out, (tuple, list)):
         items = list(out)
         items[selector] = new

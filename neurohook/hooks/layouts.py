@@ -21,7 +21,8 @@ from torch.nn.utils.rnn import PackedSequence
 
 from neurohook.models.rnn import StackedRNN
 
-__all__ = ["LAYOUTS", "OutputSelector", "TIME_MODULES_1D", "TIME_MODULES_2D", "infer_layout", "select_output", "to_frames"]
+__all__ = ["LAYOUTS", "OutputSelector", "TIME_MODULES_1D", "TIME_MODULES_2D", "default_selector", "from_frames",
+           "infer_layout", "select_output", "to_frames"]
 
 #: Accepted output layouts (see the module docstring for what the neurons are).
 LAYOUTS: tuple[str, ...] = ("BTD", "TBD", "BDT", "BCFT", "BCTF", "BD")
@@ -75,35 +76,50 @@ def infer_layout(module: nn.Module, ndim: int, conv2d_layout: str = "BCFT") -> s
     return None
 
 
+#: Axes of each layout's output in frames order (B, T, *F); "BD" (no time axis) gets one frame.
+_FRAME_AXES: dict[str, tuple[int, ...]] = {"BTD": (0, 1, 2), "TBD": (1, 0, 2), "BDT": (0, 2, 1),
+                                           "BCFT": (0, 3, 1, 2), "BCTF": (0, 2, 1, 3)}
+
+
+def _frame_axes(layout: str) -> tuple[int, ...]:
+    if layout not in _FRAME_AXES:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    return _FRAME_AXES[layout]
+
+
 def to_frames(x: Tensor, layout: str) -> Tensor:
     """View x in ``layout`` as frames (B, T, *F) (time on axis 1)."""
-    if layout == "BTD":
-        return x
-    if layout == "TBD":
-        return x.transpose(0, 1)
-    if layout == "BDT":
-        return x.transpose(1, 2)
-    if layout == "BCFT":
-        return x.permute(0, 3, 1, 2)
-    if layout == "BCTF":
-        return x.permute(0, 2, 1, 3)
+    return x.unsqueeze(1) if layout == "BD" else x.permute(_frame_axes(layout))
+
+
+def from_frames(frames: Tensor, layout: str) -> Tensor:
+    """The inverse of :func:`to_frames`: frames (B, T, *F) viewed back in ``layout``."""
     if layout == "BD":
-        return x.unsqueeze(1)
-    raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+        return frames.squeeze(1)
+    axes = _frame_axes(layout)
+    return frames.permute(tuple(sorted(range(len(axes)), key=axes.__getitem__)))
+
+
+def default_selector(out: Any) -> int | str | None:
+    """Where the default selection (``output=None``) finds the tensor in a non-tensor output: 0 of a
+    tuple / list, the key or field name of the first tensor of a dict / dataclass; None when there is none."""
+    if isinstance(out, (tuple, list)):
+        return 0 if len(out) else None
+    if isinstance(out, Mapping):
+        return next((k for k, v in out.items() if isinstance(v, (Tensor, PackedSequence))), None)
+    if is_dataclass(out):
+        return next((f.name for f in fields(out) if isinstance(getattr(out, f.name), (Tensor, PackedSequence))), None)
+    return None
 
 
 def _first_tensor_field(out: Any) -> Any:
-    """Default selection: the tensor itself, item 0 of a tuple/list, first tensor of a dict/dataclass."""
+    """Default selection: the tensor itself, else the part :func:`default_selector` names (None: nothing)."""
     if isinstance(out, (Tensor, PackedSequence)):
         return out
-    if isinstance(out, (tuple, list)):
-        return out[0] if len(out) else None
-    if isinstance(out, Mapping):
-        return next((v for v in out.values() if isinstance(v, (Tensor, PackedSequence))), None)
-    if is_dataclass(out):
-        values = (getattr(out, f.name) for f in fields(out))
-        return next((v for v in values if isinstance(v, (Tensor, PackedSequence))), None)
-    return None
+    key = default_selector(out)
+    if key is None:
+        return None
+    return out[key] if isinstance(key, int) or isinstance(out, Mapping) else getattr(out, key)
 
 
 def select_output(out: Any, selector: OutputSelector, layer: str) -> Tensor | PackedSequence:
