@@ -27,7 +27,7 @@ from neurohook.features import Features
 from neurohook.hooks.edit import Edits
 from neurohook.hooks.layouts import OutputSelector
 
-__all__ = ["Ablation", "layer_means", "units_of"]
+__all__ = ["Ablation", "layer_means", "unit_masks", "units_of"]
 
 MODES = ("zero", "mean")
 
@@ -51,6 +51,16 @@ def units_of(features: Features, neurons: Sequence[int] | np.ndarray) -> dict[st
     return {layer: np.array(sorted(units), dtype=np.int64) for layer, units in out.items()}
 
 
+def unit_masks(features: Features, variants: Sequence[Sequence[int] | np.ndarray]) -> dict[str, np.ndarray]:
+    """``{layer: (R, units) bool}`` for R column sets: row r marks the units behind ``variants[r]``."""
+    spans = {s.name: s for s in features.layers}
+    masks: dict[str, np.ndarray] = {}
+    for r, cols in enumerate(variants):
+        for layer, units in units_of(features, cols).items():
+            masks.setdefault(layer, np.zeros((len(variants), spans[layer].units), dtype=bool))[r, units] = True
+    return masks
+
+
 def layer_means(features: Features) -> dict[str, np.ndarray]:
     """Per layer, each unit's mean activation over the features' utterances (from its "mean" columns):
     the reference values of ``mode="mean"`` (the mean of utterance means)."""
@@ -58,9 +68,8 @@ def layer_means(features: Features) -> dict[str, np.ndarray]:
     for span in features.layers:
         if "mean" not in span.statistics and span.pooling != "none":
             continue
-        per = span.width // max(1, len(span.statistics))
-        first = 0 if span.pooling == "none" else span.statistics.index("mean") * per
-        cols = np.arange(span.start + first, span.start + first + per)
+        first = 0 if span.pooling == "none" else span.statistics.index("mean") * span.units
+        cols = np.arange(span.start + first, span.start + first + span.units)
         out[span.name] = np.asarray(features.values[:, cols], dtype=np.float64).mean(axis=0)
     return out
 
@@ -95,12 +104,7 @@ class Ablation:
         self.mode = mode
         spans = {s.name: s for s in features.layers}
         if masks is None:
-            units = units_of(features, neurons)
-            masks = {}
-            for layer, u in units.items():
-                m = np.zeros((1, _n_units(spans[layer])), dtype=bool)
-                m[0, u] = True
-                masks[layer] = m
+            masks = unit_masks(features, [neurons])
         unknown = [name for name in masks if name not in spans]
         if unknown:
             raise ValueError(f"layer {unknown[0]!r} is not a layer of these features ({', '.join(spans)})")
@@ -113,7 +117,6 @@ class Ablation:
         self.masks = {k: torch.as_tensor(np.asarray(v, dtype=bool)) for k, v in masks.items()}
         self.values = {k: torch.as_tensor(np.asarray(means[k], dtype=np.float32)) if mode == "mean" else None
                        for k in masks}
-        self.shapes = {k: spans[k].unit_shape for k in masks}
         recorded = {k: spans[k].layout for k in masks if spans[k].layout not in ("", "packed")}
         self._edits = Edits(model, {k: self._edit(k) for k in masks}, output=output,
                             layout={**recorded, **(layout or {})}, conv2d_layout=conv2d_layout)
@@ -142,8 +145,3 @@ class Ablation:
                 value.to(frames.device, frames.dtype).view(1, 1, 1, *F)
             return torch.where(keep, view, fill).flatten(0, 1)
         return edit
-
-
-def _n_units(span: Any) -> int:
-    """Units per frame of a layer span (its width over its statistics)."""
-    return span.width // max(1, len(span.statistics))

@@ -46,6 +46,11 @@ class LayerSpan:
         """Number of columns in the span."""
         return self.end - self.start
 
+    @property
+    def units(self) -> int:
+        """Units per frame (flat over ``unit_shape``): the width over the statistics."""
+        return self.width // max(1, len(self.statistics))
+
 
 @runtime_checkable
 class FeatureSource(Protocol):

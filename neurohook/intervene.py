@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from neurohook.ablate import Ablation, _n_units, layer_means, units_of
+from neurohook.ablate import Ablation, layer_means, unit_masks
 from neurohook.features import Features
 from neurohook.results import JSONResult
 
@@ -95,17 +95,6 @@ def _variants(ranking: np.ndarray, ks: Sequence[int], draws: int, seed: int) -> 
     return out
 
 
-def _masks(features: Features, variants: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-    """``{layer: (R, units) bool}``, row r marking the units of variant r."""
-    spans = {s.name: s for s in features.layers}
-    masks: dict[str, np.ndarray] = {}
-    for r, cols in enumerate(variants):
-        for layer, units in units_of(features, cols).items():
-            m = masks.setdefault(layer, np.zeros((len(variants), _n_units(spans[layer])), dtype=bool))
-            m[r, units] = True
-    return masks
-
-
 def _default_forward(model: nn.Module, wave: Tensor, lengths: Tensor | None) -> Tensor:
     out = model(wave, lengths)
     return out[0] if isinstance(out, (tuple, list)) else out
@@ -130,7 +119,7 @@ def ablation_curve(model: nn.Module, data: Iterable[tuple[Sequence[Any], Tensor,
     if mode == "mean" and means is None:
         means = layer_means(features)  # once, not per forward
     variants = _variants(order, ks, draws, seed)
-    masks = _masks(features, variants)
+    masks = unit_masks(features, variants)
     R = len(variants)
     outputs: list[list[np.ndarray]] = [[] for _ in range(R)]
     ids: list[Any] = []

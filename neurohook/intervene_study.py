@@ -51,7 +51,7 @@ def _rows(manifest: Any, features: Features, column: str, speaker_column: str) -
 def _layouts(model: Any, features: Features) -> dict[str, str]:
     """Each layer's output layout: as the features recorded it, else from ``probe_layers(model)``'s
     overrides (features written before spans stored their layout)."""
-    from neurohook.hooks.layers import _is_pattern, _match
+    from neurohook.hooks.layers import matches
     from neurohook.models import probe_layers
 
     out = {s.name: s.layout for s in features.layers if s.layout not in ("", "packed")}
@@ -61,8 +61,7 @@ def _layouts(model: Any, features: Features) -> dict[str, str]:
         return out
     for key, opts in overrides.items():
         for s in features.layers:
-            hit = s.name == key or (_is_pattern(key) and _match(key.split("."), s.name.split(".")))
-            if hit and "layout" in opts and s.name not in out:
+            if matches(key, s.name) and "layout" in opts and s.name not in out:
                 out[s.name] = opts["layout"]
     return out
 
@@ -140,8 +139,7 @@ def erasure_cost(model: Any, manifest: Any, features: Features, column: str, lay
     span = next((s for s in features.layers if s.name == layer), None)
     if span is None:
         raise DataError(f"--layer {layer!r} is not a layer of the features ({', '.join(features.layer_names)})")
-    per = span.width // max(1, len(span.statistics))
-    cols = np.arange(span.start, span.start + per)  # the first statistic: the mean (or the value of a (B, D) layer)
+    cols = np.arange(span.start, span.start + span.units)  # the first statistic: the mean (or the value of a (B, D) layer)
     if span.statistics[0] not in ("mean", "value"):
         raise DataError(f"layer {layer!r} is pooled by {span.pooling!r}: erasure needs its mean (frames are erased)")
     X = np.asarray(features.values)[rows][:, cols]

@@ -17,7 +17,7 @@ from torch import nn
 
 from neurohook.errors import UserInputError
 
-__all__ = ["LayerNotFoundError", "LayerRef", "find_layers"]
+__all__ = ["LayerNotFoundError", "LayerRef", "find_layers", "matches"]
 
 LayerRef = Union[str, nn.Module]
 
@@ -48,6 +48,11 @@ def _match(parts: Sequence[str], name: Sequence[str], trailing: bool = True) -> 
 def _is_pattern(s: str) -> bool:
     """Whether ``s`` contains glob characters."""
     return any(c in s for c in "*?[")
+
+
+def matches(key: str, name: str) -> bool:
+    """Whether an override key (an exact layer name or a glob pattern) selects layer ``name``."""
+    return name == key or (_is_pattern(key) and _match(key.split("."), name.split(".")))
 
 
 def _close_matches(query: str, names: Sequence[str]) -> list[str]:

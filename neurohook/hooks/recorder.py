@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from neurohook.features import Features, LayerSpan, UtteranceId, normalize_id
-from neurohook.hooks.layers import LayerNotFoundError, LayerRef, _close_matches, _is_pattern, _match, _unwrap, find_layers
+from neurohook.hooks.layers import LayerNotFoundError, LayerRef, _close_matches, _unwrap, find_layers, matches
 from neurohook.hooks.layouts import (LAYOUTS, TIME_MODULES_1D, TIME_MODULES_2D, OutputSelector, infer_layout,
                                      select_output, to_frames)
 from neurohook.lengths import as_lengths, mask_lengths, module_out_lengths
@@ -148,7 +148,7 @@ class Recorder:
             unknown = set(opts) - _OVERRIDE_KEYS
             if unknown:
                 raise ValueError(f"override {key!r}: unknown options {sorted(unknown)}; use {sorted(_OVERRIDE_KEYS)}")
-            hits = [s for s in self._specs if (s.name == key or (_is_pattern(key) and _match(key.split("."), s.name.split("."))))]
+            hits = [s for s in self._specs if matches(key, s.name)]
             if not hits:
                 hint = _close_matches(key, names)
                 raise LayerNotFoundError(f"override {key!r} matches no recorded layer" + (f"; close matches: {hint}" if hint else ""))
