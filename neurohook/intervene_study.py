@@ -4,7 +4,8 @@
   training speakers; the model's own metric (its head's accuracy on that property, or its embedding's
   speaker-verification EER) is then measured on held-out speakers with the top / bottom / random k
   neurons ablated in the running model (:func:`neurohook.intervene.ablation_curve`). Verdict: the
-  model *uses* the probe's top neurons where top-k hurts more than random-k beyond two standard
+  model *uses* the probe's top neurons where top-k hurts more than random-k, by a paired difference
+  whose 95% interval (test speakers and random draws resampled) excludes 0 and beyond two standard
   deviations of the random draws, for at least half of the k values.
 * :func:`erasure_cost` — LEACE (:mod:`neurohook.erasure`) fitted on one layer's features of the
   training utterances: a probe's accuracy on the property before / after erasure, and the model's SV
@@ -111,10 +112,12 @@ def encoded_vs_used(model: Any, manifest: Any, features: Features, column: str, 
     D = len(order)
     ks = list(ks) if ks else np.unique(np.geomspace(max(1, D // 200), D // 2, 5).round().astype(int)).tolist()
     loader = list(make_loader(manifest.select(test_ids), batch_size=batch_size))
+    speakers = {u: manifest[u].label(speaker_column) for u in test_ids}
     curve = ablation_curve(model, loader, order, ks, fn, draws, features=features, seed=seed, forward=forward,
-                           mode="mean", layout=_layouts(model, features), max_replicas=max_replicas)
+                           mode="mean", layout=_layouts(model, features), max_replicas=max_replicas, groups=speakers)
     sign = -1 if metric == "accuracy" else 1  # accuracy falls, EER rises when used neurons go
-    hurts = [sign * (t - r) > 2 * s for t, r, s in zip(curve.top, curve.random, curve.random_std)]
+    hurts = [sign * (t - r) > 2 * s and min(sign * lo, sign * hi) > 0
+             for t, r, s, (lo, hi) in zip(curve.top, curve.random, curve.random_std, curve.top_minus_random_ci)]
     return {"task": column, "metric": metric, "n_rank": int(len(tr)), "n_test": len(test_ids), "probe_l2": probe.l2_,
             "curve": curve.to_dict(), "top_hurts_more": hurts,
             "verdict": "uses its top neurons" if sum(hurts) * 2 >= len(hurts) else "not shown to use its top neurons"}

@@ -194,6 +194,10 @@ def test_top_k_of_the_models_own_probe_ranking_hurts_more_than_random_k():
     assert curve.reference > 0.9
     assert all(t < r - 2 * s for t, r, s in zip(curve.top, curve.random, curve.random_std)), curve
     assert curve.top[-1] < curve.reference - 0.2 and curve.bottom[-1] == curve.reference
+    assert all(hi < 0 for lo, hi in curve.top_minus_random_ci)  # paired interval of top - random excludes 0
+    assert curve.reference_ci[0] <= curve.reference <= curve.reference_ci[1]
+    for point, ci in zip(curve.top + curve.random, curve.top_ci + curve.random_ci):
+        assert ci[0] <= point + 1e-9 and point - 1e-9 <= ci[1]
     looped = ablation_curve(model, data, order, max_replicas=1, **run)
     assert looped.to_dict() == curve.to_dict()  # one forward for all variants equals one per variant
     f1 = ablation_curve(model, data[:2], order, ks=[4], metric=macro_f1(labels), draws=2, features=feats)
@@ -328,3 +332,35 @@ def test_an_embeddings_eer_under_ablation_matches_a_direct_computation():
     assert curve.reference == pytest.approx(eer(cosine_scores(plain, ids, trials), trials.target))
     assert curve.top[0] == pytest.approx(eer(cosine_scores(cut, ids, trials), trials.target))
     assert curve.top[0] > curve.reference + 0.1  # units 0-5 carry the class ("speaker") signal
+
+
+def test_curve_intervals_have_the_binomial_width_and_are_paired_across_variants():
+    from neurohook.intervene import replicates, sv_eer
+    from neurohook.verification import make_trials
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    ids = [f"u{i}" for i in range(n)]
+    labels = dict(zip(ids, rng.integers(0, 2, n).tolist()))
+    truth = np.array([labels[u] for u in ids])
+    right = rng.random(n) < 0.7  # a classifier right on 70 % of the utterances
+    outputs = np.eye(2)[np.where(right, truth, 1 - truth)]
+    vectorised = accuracy(labels)
+    generic = lambda o, i: vectorised(o, i)  # no replicates attribute: rows resampled, metric called
+    se = np.sqrt(right.mean() * (1 - right.mean()) / n)
+    for metric in (vectorised, generic):
+        reps = replicates(metric, [outputs, outputs, outputs[::-1]], ids, n_boot=400, seed=1)
+        assert reps.shape == (400, 3)
+        assert np.array_equal(reps[:, 0], reps[:, 1])  # one resample for every variant
+        width = np.subtract(*np.quantile(reps[:, 0], [0.975, 0.025]))
+        assert width == pytest.approx(2 * 1.96 * se, rel=0.2)
+    speakers = np.repeat(np.arange(20), n // 20)  # whole speakers resampled: wider when they differ
+    right_by_speaker = np.repeat(rng.random(20) < 0.7, n // 20)
+    clustered = np.eye(2)[np.where(right_by_speaker, truth, 1 - truth)]
+    by_utt = replicates(vectorised, [clustered], ids, n_boot=400, seed=1)[:, 0].std()
+    by_spk = replicates(vectorised, [clustered], ids, groups=speakers, n_boot=400, seed=1)[:, 0].std()
+    assert by_spk > 3 * by_utt
+    emb = rng.standard_normal((n, 8)) + np.eye(8)[speakers % 8] * 2
+    trials = make_trials(ids, speakers.tolist(), n_target=500, seed=0)
+    eer_reps = replicates(sv_eer(trials), [emb, emb], ids, n_boot=50, seed=0)
+    assert np.array_equal(eer_reps[:, 0], eer_reps[:, 1]) and eer_reps.std() > 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from neurohook.report.document import Block, Heading, Para, Table, pct, pct_ci
+from neurohook.report.document import Block, Heading, Para, Table, pct, pct_ci, pct_with_ci
 from neurohook.report.loading import Study
 
 __all__ = ["intervention_blocks"]
@@ -17,17 +17,22 @@ __all__ = ["intervention_blocks"]
 
 def _curve_table(model: str, task: str, r: dict[str, Any]) -> Table:
     c = r["curve"]
-    rows = [[str(k), pct(t), f"{pct(m)} ± {pct(s)}", pct(b), "yes" if h else "no"]
-            for k, t, m, s, b, h in zip(c["ks"], c["top"], c["random"], c["random_std"], c["bottom"],
-                                        r["top_hurts_more"])]
+    n = len(c["ks"])
+    ci = {key: c.get(key) or [None] * n for key in ("top_ci", "random_ci", "bottom_ci", "top_minus_random_ci")}
+    rows = [[str(k), pct_with_ci(t, tc), f"{pct_with_ci(m, rc)} ± {pct(s)}", pct_with_ci(b, bc),
+             f"{pct(t - m)} {pct_ci(dc)}", "yes" if h else "no"]
+            for k, t, m, s, b, h, tc, rc, bc, dc in zip(c["ks"], c["top"], c["random"], c["random_std"], c["bottom"],
+                                                        r["top_hurts_more"], *ci.values())]
     what = "accuracy of its own head" if r["metric"] == "accuracy" else "speaker-verification EER of its embedding"
-    return Table(f"Encoded vs used — {model}: {task} neurons", ["k ablated", "top-k", "random-k (± std)", "bottom-k",
-                                                                 "top hurts more"], rows,
+    draws = len(c["random_draws"][0]) if c["random_draws"] else 0
+    return Table(f"Encoded vs used — {model}: {task} neurons",
+                 ["k ablated", "top-k", "random-k (± std)", "bottom-k", "top − random", "top hurts more"], rows,
                  f"The model's {what} (%) on {r['n_test']} held-out utterances with the k neurons a probe on {task!r} "
-                 f"ranks highest / lowest / at random ({len(c['random_draws'][0]) if c['random_draws'] else 0} draws) "
-                 f"set to their mean activation on every frame; no ablation: {pct(c['reference'])}. 'Top hurts more': "
-                 "beyond 2 std of the random draws. The ranking probe was trained on the other speakers' "
-                 f"{r['n_rank']} utterances.")
+                 f"ranks highest / lowest / at random ({draws} draws) set to their mean activation on every frame; no "
+                 f"ablation: {pct_with_ci(c['reference'], c.get('reference_ci'))}. 95% CIs: paired bootstrap over the "
+                 "test speakers (EER: over trials, optimistic) with the random draws resampled. 'Top hurts more': the "
+                 "top − random interval excludes 0 and the gap exceeds 2 std of the random draws. The ranking probe "
+                 f"was trained on the other speakers' {r['n_rank']} utterances.")
 
 
 def _erasure_table(model: str, key: str, r: dict[str, Any]) -> Table:
