@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from neurohook.cli.commands import HANDLERS
-from neurohook.cli.options import UserError, build_parser, resolve
+from neurohook.cli.options import GROUPS, UserError, build_parser, resolve
 from neurohook.errors import UserInputError
 
 __all__ = ["main", "build_parser", "UserError"]
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command in ("corpus", "models"):
+    if args.command in GROUPS:  # a group without a verb: its help
         parser.parse_args([args.command, "--help"])
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")

@@ -48,6 +48,29 @@ def cmd_models_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_manifest(args: argparse.Namespace) -> int:
+    """``manifest from-*``: a corpus layout's manifest, written to --out; prints a one-line summary."""
+    from neurohook.data import corpora
+
+    source = "dir" if args.command == "manifest-from-kaldi" else "root"
+    require(args, source, "out")
+    check_writable_file(args.out, "--out")
+    convert: dict[str, Callable[[], Any]] = {
+        "manifest-from-kaldi": lambda: corpora.from_kaldi(args.dir, audio_root=args.audio_root,
+                                                          check_files=args.check_files),
+        "manifest-from-librispeech": lambda: corpora.from_librispeech(args.root),
+        "manifest-from-voxceleb": lambda: corpora.from_voxceleb(args.root),
+        "manifest-from-commonvoice": lambda: corpora.from_commonvoice(args.root, language=args.language),
+    }
+    manifest = convert[args.command]()
+    path = corpora.write(manifest, args.out)
+    rows = [r.to_row() for r in manifest]
+    filled = [c for c in rows[0] if any(row[c] for row in rows)]  # the columns the corpus gave values
+    speakers = len({r.speaker for r in manifest if r.speaker})
+    print(f"{path}: {len(manifest)} utterances, {speakers} speakers; columns: {', '.join(filled)}")
+    return 0
+
+
 def load_model(spec: str, size: str) -> Any:
     """A model from a name (built-in or third-party) or a checkpoint file."""
     from neurohook import models
@@ -211,4 +234,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "extract": cmd_extract, "analyze": cmd_analyze, "intervene": cmd_intervene, "report": cmd_report, "demo": cmd_demo,
     "corpus-build": cmd_corpus_build, "models-train": cmd_models_train, "models-list": cmd_models_list,
+    **{name: cmd_manifest for name in ("manifest-from-kaldi", "manifest-from-librispeech", "manifest-from-voxceleb",
+                                       "manifest-from-commonvoice")},
 }

@@ -193,6 +193,34 @@ TRAIN: list[Option] = [
     ("--seed", 0, "training seed", {"type": _integer}),
 ]
 
+_MANIFEST_OUT: Option = ("--out", None, "manifest file to write: CSV, or JSON-lines for .jsonl (audio paths relative "
+                                        "to its folder)", {"type": text})
+FROM_KALDI: list[Option] = [
+    ("--dir", None, "Kaldi data folder: wav.scp and utt2spk; optional segments (utterances become start/end "
+                    "segments of recordings), spk2gender and text", {"type": text}),
+    _MANIFEST_OUT,
+    ("--audio-root", None, "folder that relative wav.scp paths are resolved against (default: the current folder, "
+                           "as Kaldi recipes do)", {"type": text}),
+    ("--check-files", True, "refuse wav.scp lines whose audio file does not exist (--no-check-files: skip the check)",
+     {"action": argparse.BooleanOptionalAction}),
+]
+FROM_LIBRISPEECH: list[Option] = [
+    ("--root", None, "LibriSpeech folder: SPEAKERS.TXT (here or one up) and <subset>/<speaker>/<chapter>/*.flac or "
+                     "<speaker>/<chapter>/*.flac", {"type": text}),
+    _MANIFEST_OUT,
+]
+FROM_VOXCELEB: list[Option] = [
+    ("--root", None, "VoxCeleb folder: <id>/<video>/*.wav|*.m4a, here or under wav/ or aac/; vox1_meta.csv or "
+                     "vox2_meta.csv (here or one up) give gender and nationality", {"type": text}),
+    _MANIFEST_OUT,
+]
+FROM_COMMONVOICE: list[Option] = [
+    ("--root", None, "Common Voice language folder: validated.tsv and clips/", {"type": text}),
+    _MANIFEST_OUT,
+    ("--language", None, "language of rows without a locale (older releases; default: the folder's name, e.g. en)",
+     {"type": text}),
+]
+
 COMMANDS: dict[str, tuple[list[Option], str]] = {
     "extract": (EXTRACT, "pool every chosen layer over a manifest (resumable; torchrun-aware)"),
     "analyze": (ANALYZE, "probe layers and neurons for each task; write results.json"),
@@ -202,7 +230,16 @@ COMMANDS: dict[str, tuple[list[Option], str]] = {
     "demo": (DEMO, "the whole study on the built-in corpus and models, from nothing"),
     "corpus-build": (CORPUS, "synthesise the built-in multilingual corpus"),
     "models-train": (TRAIN, "train a built-in model on the built-in corpus"),
+    "manifest-from-kaldi": (FROM_KALDI, "write a manifest of a Kaldi data folder (speaker, gender, text, segments)"),
+    "manifest-from-librispeech": (FROM_LIBRISPEECH, "write a manifest of LibriSpeech (speaker, gender, subset, text)"),
+    "manifest-from-voxceleb": (FROM_VOXCELEB, "write a manifest of VoxCeleb 1 or 2 (speaker, video, gender, "
+                                              "nationality, subset)"),
+    "manifest-from-commonvoice": (FROM_COMMONVOICE, "write a manifest of a Common Voice language (speaker, gender, "
+                                                    "age, accent, language, text)"),
 }
+#: Command groups: ``corpus-build`` is the verb ``build`` of the group ``corpus``.
+GROUPS = {"corpus": "the built-in corpus", "models": "built-in models",
+          "manifest": "manifests of standard corpus layouts (Kaldi, LibriSpeech, VoxCeleb, Common Voice)"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -219,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    groups = {"corpus": sub.add_parser("corpus", help="the built-in corpus").add_subparsers(dest="verb", metavar="VERB"),
-              "models": sub.add_parser("models", help="built-in models").add_subparsers(dest="verb", metavar="VERB")}
+    groups = {name: sub.add_parser(name, help=help_, description=help_).add_subparsers(
+        dest="verb", metavar="VERB") for name, help_ in GROUPS.items()}
     for name, (options, help_text) in COMMANDS.items():
         if "-" in name:
             group, verb = name.split("-", 1)
@@ -273,7 +310,7 @@ def load_config(path: str | None, command: str) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"config file {path}: {e}") from None
     options = {flag[2:].replace("-", "_"): kw for flag, _, _, kw in COMMANDS.get(command, ([], ""))[0]}
-    tables = {name for name in COMMANDS} | {"corpus", "models"}
+    tables = {name for name in COMMANDS} | set(GROUPS)
     merged: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict):
@@ -310,7 +347,7 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 def require(args: argparse.Namespace, *names: str) -> None:
     missing = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) in (None, "")]
     if missing:
-        raise UserError(f"`{args.command.replace('-', ' ')}` needs {' and '.join(missing)}")
+        raise UserError(f"`{args.command.replace('-', ' ', 1)}` needs {' and '.join(missing)}")
 
 
 def existing(path: str, what: str) -> Path:
