@@ -69,18 +69,26 @@ def module_out_lengths(module: nn.Module, lengths: Tensor, dim: int, t_out: int)
     return out.clamp(max=t_out)
 
 
-def mask_lengths(padding_mask: Tensor, batch: int) -> Tensor:
-    """Valid steps (B,) of a padding mask (B, T) that is True at padded steps, all at the end."""
+def mask_lengths(padding_mask: Tensor, batch: int, *, attention: bool = False) -> Tensor:
+    """Valid steps (B,) of a padding mask (B, T) that is True at padded steps, all at the end.
+
+    ``attention=True``: the mask is a Hugging Face ``attention_mask``, 1/True at valid steps instead.
+    """
+    what = "attention_mask" if attention else "padding_mask"
     if padding_mask.dim() != 2 or padding_mask.shape[0] != batch:
-        raise ValueError(f"padding_mask must be (B={batch}, T), got {tuple(padding_mask.shape)}")
+        raise ValueError(f"{what} must be (B={batch}, T), got {tuple(padding_mask.shape)}")
     pad = padding_mask.detach().to("cpu").bool()
+    pad = ~pad if attention else pad
     lengths = (~pad).sum(dim=1)
     expected = torch.arange(pad.shape[1])[None, :] >= lengths[:, None]
     if not torch.equal(pad, expected) or bool((lengths == 0).any()):
+        if attention:
+            raise ValueError("attention_mask must be 1 at valid steps, all at the start of each row, with at least "
+                             "one valid step")
         raise ValueError(
             "padding_mask must be True at padded steps, all at the end of each row, with at least one valid step "
             "(this one is not: is it a Hugging Face attention_mask, True/1 at valid steps? pass "
-            "lengths=attention_mask.sum(1) or padding_mask=~attention_mask.bool())")
+            "rec.batch(ids, attention_mask=mask))")
     return lengths
 
 

@@ -72,14 +72,19 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
 
 def load_model(spec: str, size: str) -> Any:
-    """A model from a name (built-in or third-party) or a checkpoint file."""
+    """A model from a name (built-in or third-party), a checkpoint file, or ``hf:FOLDER`` (a Hugging Face
+    model saved there, loaded offline)."""
     from neurohook import models
 
+    if spec.startswith("hf:"):
+        from neurohook.models.hf import load_hf
+
+        return load_hf(spec[3:])
     if spec.endswith(".pt") or Path(spec).is_file():
         return models.load(spec)
     names = (*models.BUILTIN, *models.THIRD_PARTY)
     if spec not in names:
-        raise UserError(f"--model: unknown model {spec!r}: give a checkpoint file or one of {', '.join(names)}")
+        raise UserError(f"--model: unknown model {spec!r}: give a checkpoint file, hf:FOLDER or one of {', '.join(names)}")
     # Random weights from a fixed seed: every torchrun rank, and a resumed run, builds the same model.
     return models.build(spec, size=size, seed=0)
 

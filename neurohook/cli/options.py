@@ -99,7 +99,8 @@ POOLINGS = ["mean", "std", "stats", "max", "min"]
 
 EXTRACT: list[Option] = [
     ("--model", None, "a model name (see `neurohook models list`: the paper's architectures, resemblyzer, "
-                      "torchaudio's wav2vec2_base, hubert_base, ... with random weights) or a checkpoint .pt file",
+                      "torchaudio's wav2vec2_base, hubert_base, ... with random weights), a checkpoint .pt file, or "
+                      "hf:FOLDER (a Hugging Face wav2vec2 / HuBERT / WavLM / Data2Vec-audio model saved there; offline)",
      {"type": text}),
     ("--size", "small", "size of a built-in model", {"choices": ["small", "paper"]}),
     ("--manifest", None, "CSV or JSON-lines manifest with utt_id and path columns", {"type": text}),

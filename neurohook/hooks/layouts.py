@@ -1,8 +1,9 @@
 """Layouts of a layer's output and which tensor of it to pool.
 
 A layout names the axes of the output (see :mod:`neurohook.hooks`); :func:`infer_layout` knows
-torch's recurrent, transformer, convolution and normalisation modules and torchaudio's wav2vec2
-components, and :func:`to_frames` views any layout as frames (B, T, *F).
+torch's recurrent, transformer, convolution and normalisation modules, torchaudio's wav2vec2
+components and Hugging Face speech encoders' layers (wav2vec2, HuBERT, WavLM, Data2Vec-audio,
+Whisper's encoder: conv blocks (B, C, T), projections and encoder layers (B, T, D)), and :func:`to_frames` views any layout as frames (B, T, *F).
 
 Example::
 
@@ -47,6 +48,16 @@ _TORCHAUDIO_LAYOUTS: dict[str, str] = {
     "ConformerLayer": "TBD",
 }
 
+# Hugging Face speech encoders (``transformers.models.*``), by class-name suffix: their feature-encoder
+# conv blocks give (B, C, T); feature projections, positional convolutions and encoder layers (B, T, D),
+# alone or first in a tuple. transformers is never imported here.
+_HF_SUFFIXES: tuple[tuple[str, str], ...] = (
+    ("ConvLayer", "BDT"), ("FeatureEncoder", "BDT"), ("FeatureExtractor", "BDT"),
+    ("FeatureProjection", "BTD"), ("PositionalConvEmbedding", "BTD"), ("EncoderLayer", "BTD"),
+    ("EncoderLayerStableLayerNorm", "BTD"), ("Encoder", "BTD"), ("EncoderStableLayerNorm", "BTD"),
+    ("Attention", "BTD"), ("FeedForward", "BTD"),
+)
+
 TIME_MODULES_1D = (nn.Conv1d, nn.MaxPool1d, nn.AvgPool1d)
 TIME_MODULES_2D = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 
@@ -73,6 +84,10 @@ def infer_layout(module: nn.Module, ndim: int, conv2d_layout: str = "BCFT") -> s
     if cls.__module__.startswith("torchaudio.models") and cls.__name__ in _TORCHAUDIO_LAYOUTS:
         layout = _TORCHAUDIO_LAYOUTS[cls.__name__]
         return layout if len(layout) == ndim else None
+    if cls.__module__.startswith("transformers.models."):
+        for suffix, layout in _HF_SUFFIXES:
+            if cls.__name__.endswith(suffix) and len(layout) == ndim:
+                return layout
     return None
 
 

@@ -232,24 +232,29 @@ class Recorder:
         lengths: Sequence[int] | Tensor | np.ndarray | None = None,
         *,
         padding_mask: Tensor | None = None,
+        attention_mask: Tensor | None = None,
         padded_length: int | None = None,
     ) -> Iterator[None]:
         """Forward calls inside this block feed utterances ``ids`` (B,).
 
         ``lengths`` (B,) are valid input time steps, or ``padding_mask`` (B, T_in) is True at padded
-        steps (padding at the end). Without either, every frame is valid. ``padded_length`` is the
-        input's padded time length when it cannot be read from the model input.
+        steps (padding at the end; torchaudio's convention), or ``attention_mask`` (B, T_in) is 1 at
+        valid steps (Hugging Face's). Without any, every frame is valid. ``padded_length`` is the
+        input's padded time length when it cannot be read from the model input. The model may be
+        called either way inside: ``model(wave, lengths)`` or ``model(wave, attention_mask=mask)``.
         """
         if self._batch is not None:
             raise RuntimeError("rec.batch blocks cannot be nested")
         ids = [normalize_id(u) for u in ids]
         if len(set(ids)) != len(ids):
             raise ValueError("utterance ids within one batch must be unique")
-        if padding_mask is not None:
-            if lengths is not None:
-                raise ValueError("pass lengths or padding_mask, not both")
-            lengths = mask_lengths(padding_mask, len(ids))
-            padded_length = padding_mask.shape[1] if padded_length is None else padded_length
+        masks = [(m, a) for m, a in ((padding_mask, False), (attention_mask, True)) if m is not None]
+        if len(masks) + (lengths is not None) > 1:
+            raise ValueError("pass one of lengths, padding_mask and attention_mask")
+        if masks:
+            mask, attention = masks[0]
+            lengths = mask_lengths(mask, len(ids), attention=attention)
+            padded_length = mask.shape[1] if padded_length is None else padded_length
         lens: Tensor | None = None
         if lengths is not None:
             lens = as_lengths(lengths).to("cpu")

@@ -89,26 +89,46 @@ class DiscoveredLayers:
         return ProbeLayers(names, pooling, {n: {"lengths": self.lengths_fn(n)} for n in names})
 
 
+def _is_hf_speech_encoder(mod: nn.Module) -> bool:
+    """A Hugging Face wav2vec2-style model (wav2vec2, HuBERT, WavLM, Data2Vec-audio): conv feature
+    encoder blocks ``feature_extractor.conv_layers`` and transformer ``encoder.layers``."""
+    return (type(mod).__module__.startswith("transformers.models.")
+            and hasattr(getattr(mod, "feature_extractor", None), "conv_layers")
+            and hasattr(getattr(mod, "encoder", None), "layers"))
+
+
 def _find_wav2vec2(root: nn.Module) -> tuple[str, nn.Module] | None:
-    """(name, module) of the first torchaudio Wav2Vec2Model inside root (root included)."""
+    """(name, module) of the first torchaudio Wav2Vec2Model or Hugging Face wav2vec2-style model inside
+    root (root included)."""
     for name, mod in root.named_modules():
-        if isinstance(mod, torchaudio.models.Wav2Vec2Model):
+        if isinstance(mod, torchaudio.models.Wav2Vec2Model) or _is_hf_speech_encoder(mod):
             return name, mod
     return None
 
 
+def _kernel(conv: nn.Module) -> tuple[int, int]:
+    """(kernel, stride) of a conv block: torchaudio's ConvLayerBlock, or a Hugging Face block's ``.conv``."""
+    conv = getattr(conv, "conv", conv)
+    k, s = conv.kernel_size, conv.stride
+    return int(k[0] if isinstance(k, tuple) else k), int(s[0] if isinstance(s, tuple) else s)
+
+
 def discover(root: nn.Module) -> DiscoveredLayers:
-    """Find the conv feature-extractor blocks and transformer layers of a torchaudio wav2vec2-style model."""
+    """Find the conv feature-extractor blocks and transformer layers of a wav2vec2-style model
+    (torchaudio's, or Hugging Face's wav2vec2 / HuBERT / WavLM / Data2Vec-audio)."""
     found = _find_wav2vec2(root)
     if found is None:
-        raise TypeError(f"{type(root).__name__} contains no torchaudio.models.Wav2Vec2Model")
+        raise TypeError(f"{type(root).__name__} contains no torchaudio Wav2Vec2Model nor Hugging Face "
+                        "wav2vec2-style model")
     prefix, w2v = found
     dot = f"{prefix}." if prefix else ""
     blocks = list(w2v.feature_extractor.conv_layers)
     conv = [f"{dot}feature_extractor.conv_layers.{i}" for i in range(len(blocks))]
-    layers = [f"{dot}encoder.transformer.layers.{i}" for i in range(len(w2v.encoder.transformer.layers))]
-    kernels = [int(b.kernel_size) for b in blocks]
-    strides = [int(b.stride) for b in blocks]
+    if _is_hf_speech_encoder(w2v):
+        layers = [f"{dot}encoder.layers.{i}" for i in range(len(w2v.encoder.layers))]
+    else:
+        layers = [f"{dot}encoder.transformer.layers.{i}" for i in range(len(w2v.encoder.transformer.layers))]
+    kernels, strides = (list(t) for t in zip(*(_kernel(b) for b in blocks)))
     return DiscoveredLayers(prefix, conv, layers, kernels, strides)
 
 
