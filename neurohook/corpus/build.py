@@ -1,4 +1,4 @@
-"""Build the built-in corpus: synthesise, apply channels, write 16 kHz wavs and a manifest.
+"""Build the built-in corpus: synthesise, record under each utterance's conditions, write 16 kHz wavs and a manifest.
 
 Each utterance is one unit of work with a fresh synthesiser and its own seeds, so the audio bytes
 and labels depend only on (size, seed): not on the number of processes, their scheduling, or on
@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 
 from neurohook.errors import ConfigError, FolderConflictError
 from neurohook.atomic import atomic_write_bytes
-from neurohook.corpus.channels import apply_channel
 from neurohook.corpus.espeak import ESPEAK_RATE, Synthesizer
+from neurohook.corpus.variation import render
 from neurohook.corpus.plan import SIZES, UtteranceSpec, plan_corpus
 from neurohook.corpus.text import join_tokens, prompt_tokens
 from neurohook.data.manifest import RESERVED_COLUMNS, Manifest, Record
@@ -40,14 +40,15 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: Bump when the audio or labels a (size, seed) gives would change.
-CORPUS_VERSION = 2  # 2: the split column is stratified by language and accent at every size
+CORPUS_VERSION = 3  # 2: the split column is stratified by language and accent at every size; 3: real-world variation
 SAMPLE_RATE = 16000
 MIN_SECONDS, MAX_SECONDS = 1.0, 6.0
-_PEAK = 0.8
-#: The manifest's columns, in file order (start and end stay empty: every file is one utterance).
+#: The manifest's columns, in file order (start and end stay empty: every file is one utterance);
+#: from vtl on, every recording factor of :mod:`neurohook.corpus.variation`.
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "utt_id", "path", "start", "end", "speaker", "split", "gender", "language", "accent", "channel",
     "voice", "variant", "pitch", "pitch_range", "rate", "kind", "text", "duration", "events",
+    "vtl", "rate_scale", "rt60", "noise", "snr_db", "level_db", "band_lo", "band_hi", "bits", "loss", "babble",
 )  # fmt: skip
 
 
@@ -67,6 +68,11 @@ def default_corpus_dir(size: str, seed: int) -> Path:
 
 
 
+def _speak(voice: str, text: str, rate: int, pitch: int, pitch_range: int, seed: int) -> Any:
+    with Synthesizer() as tts:  # fresh per call: the output depends on nothing before it
+        return tts.synth(voice, text, rate=rate, pitch=pitch, pitch_range=pitch_range, volume=100, seed=seed)
+
+
 def _synthesise(spec: UtteranceSpec) -> tuple[np.ndarray, list[dict[str, Any]], str]:
     """eSpeak samples (T,) int16 at 22050 Hz, events and text, with 1-6 s by adjusting the prompt length."""
     spk = spec.speaker
@@ -74,10 +80,7 @@ def _synthesise(spec: UtteranceSpec) -> tuple[np.ndarray, list[dict[str, Any]], 
     n = spec.n_tokens
     for _ in range(8):
         text = join_tokens(spk.language, tokens[:n])
-        with Synthesizer() as tts:  # fresh per attempt: the output depends on nothing before it
-            out = tts.synth(
-                spk.voice, text, rate=spk.rate, pitch=spk.pitch, pitch_range=spk.pitch_range, volume=100, seed=spec.seed
-            )
+        out = _speak(spk.voice, text, spec.rate, spk.pitch, spk.pitch_range, spec.seed)
         if out.seconds > MAX_SECONDS and n > 1:
             n -= 1
         elif out.seconds < MIN_SECONDS and n < len(tokens):
@@ -88,21 +91,34 @@ def _synthesise(spec: UtteranceSpec) -> tuple[np.ndarray, list[dict[str, Any]], 
     return out.samples, events, text
 
 
+def _to_16k(samples: np.ndarray) -> torch.Tensor:
+    return AF.resample(torch.from_numpy(samples.astype(np.float32) / 32768.0), ESPEAK_RATE, SAMPLE_RATE)
+
+
+def _babble(spec: UtteranceSpec) -> list[torch.Tensor]:
+    """The babble talkers' speech at 16 kHz (synthesised only when the utterance's noise is babble)."""
+    if spec.conditions is None or spec.conditions.noise != "babble":
+        return []
+    out = []
+    for i, (language, voice) in enumerate(spec.babble):
+        rng = random.Random(spec.seed + i + 1)
+        text = join_tokens(language, prompt_tokens(language, "words", rng)[:8])
+        out.append(_to_16k(_speak(voice, text, 175, 50, 50, spec.seed + i + 1).samples))
+    return out
+
+
 def _render(spec: UtteranceSpec, samples: np.ndarray) -> np.ndarray:
-    """22050 Hz int16 -> channel -> 16 kHz int16 (T,), 1-6 s, peak-normalised."""
-    x = torch.from_numpy(samples.astype(np.float32) / 32768.0)
-    x = AF.resample(x, ESPEAK_RATE, SAMPLE_RATE)
+    """22050 Hz int16 -> 16 kHz, vocal tract, room, noise, channel, level -> int16 (T,), 1-6 s."""
+    x = _to_16k(samples)
+    gen = torch.Generator().manual_seed(spec.seed)
+    if spec.conditions is not None:
+        x = render(x, spec.conditions, spec.channel, vtl=spec.speaker.vtl, babble=_babble(spec), generator=gen)
     lo, hi = int(MIN_SECONDS * SAMPLE_RATE), int(MAX_SECONDS * SAMPLE_RATE)
     if x.shape[0] > hi:
         x = x[:hi]
     elif x.shape[0] < lo:
         x = torch.nn.functional.pad(x, (0, lo - x.shape[0]))
-    gen = torch.Generator().manual_seed(spec.seed)
-    y = apply_channel(x, spec.channel, gen)
-    peak = float(y.abs().max())
-    if peak > 0:
-        y = y * (_PEAK / peak)
-    return np.round(y.numpy() * 32767.0).clip(-32768, 32767).astype(np.int16)
+    return np.round(x.numpy() * 32767.0).clip(-32768, 32767).astype(np.int16)
 
 
 def _row(spec: UtteranceSpec, text: str, duration: float) -> dict[str, str]:
@@ -120,11 +136,14 @@ def _row(spec: UtteranceSpec, text: str, duration: float) -> dict[str, str]:
         "variant": spk.variant,
         "pitch": str(spk.pitch),
         "pitch_range": str(spk.pitch_range),
-        "rate": str(spk.rate),
+        "rate": str(spec.rate),
         "kind": spec.kind,
         "text": text,
         "duration": f"{duration:.4f}",
         "events": spec.relpath[: -len(".wav")] + ".json",
+        "vtl": f"{spk.vtl:.4g}",
+        **(spec.conditions.row() if spec.conditions is not None else {}),
+        "babble": " ".join(voice for _, voice in spec.babble) if spec.conditions and spec.conditions.noise == "babble" else "",
     }
 
 

@@ -1,4 +1,9 @@
-"""Transmission channels applied with torchaudio to 16 kHz mono audio (the CC analogue)."""
+"""Transmission channels applied with torchaudio to 16 kHz mono audio (the CC analogue).
+
+Each channel has a kind (the label) and per-utterance parameters (drawn by
+:func:`neurohook.corpus.variation.draw_conditions`): its pass band, its codec's quantisation and, on
+the telephone, lost packets. The defaults are each channel's nominal values.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ CHANNELS: tuple[str, ...] = ("hq", "telephone", "broadcast")
 
 _RATE = 16000
 BROADCAST_SNR_DB = 15.0
+PACKET = 0.02  # seconds per packet (telephone losses)
 
 
 def _peak(x: Tensor, peak: float) -> Tensor:
@@ -20,39 +26,58 @@ def _peak(x: Tensor, peak: float) -> Tensor:
     return x * (peak / m) if m > 0 else x
 
 
-def hq(x: Tensor) -> Tensor:
-    """Clean 16 kHz (unchanged): (T,) -> (T,)."""
+def _band(x: Tensor, rate: int, band: tuple[float, float]) -> Tensor:
+    """Two biquads each side (24 dB/octave skirts) around the pass band."""
+    for _ in range(2):
+        x = AF.highpass_biquad(x, rate, band[0])
+        x = AF.lowpass_biquad(x, rate, band[1])
     return x
 
 
-def telephone(x: Tensor) -> Tensor:
-    """Narrow-band telephone: 8 kHz, 300-3400 Hz band-pass, 8-bit mu-law, back to 16 kHz: (T,) -> (T,)."""
-    y = AF.resample(x, _RATE, 8000)
-    for _ in range(2):  # two biquads each side: 24 dB/octave skirts
-        y = AF.highpass_biquad(y, 8000, 300.0)
-        y = AF.lowpass_biquad(y, 8000, 3400.0)
+def _quantise(x: Tensor, bits: int) -> Tensor:
+    """Uniform quantisation of [-1, 1] audio to ``bits`` bits (16: unchanged)."""
+    if bits >= 16:
+        return x
+    step = 2.0 / (2**bits)
+    return torch.round(x.clamp(-1, 1) / step) * step
+
+
+def hq(x: Tensor, band: tuple[float, float] = (20.0, 7900.0)) -> Tensor:
+    """Studio microphone: a gentle pass band only: (T,) -> (T,)."""
+    return _band(x, _RATE, band)
+
+
+def telephone(x: Tensor, band: tuple[float, float] = (300.0, 3400.0), bits: int = 8, loss: float = 0.0,
+              generator: torch.Generator | None = None) -> Tensor:
+    """Narrow-band telephone: 8 kHz, band-pass, ``bits``-bit mu-law, a share ``loss`` of 20 ms packets
+    lost (zeroed), back to 16 kHz: (T,) -> (T,)."""
+    y = _band(AF.resample(x, _RATE, 8000), 8000, band)
     y = _peak(y, 0.95)
-    y = AF.mu_law_decoding(AF.mu_law_encoding(y, 256), 256)
+    y = AF.mu_law_decoding(AF.mu_law_encoding(y, 2**bits), 2**bits)
+    if loss > 0:
+        n = int(PACKET * 8000)
+        lost = torch.rand(-(-len(y) // n), generator=generator) < loss
+        y = y * (~lost).repeat_interleave(n)[: len(y)].to(y.dtype)
     return AF.resample(y, 8000, _RATE)[: x.shape[-1]]
 
 
-def broadcast(x: Tensor, generator: torch.Generator, snr_db: float = BROADCAST_SNR_DB) -> Tensor:
-    """Degraded broadcast/satellite link: 150-4500 Hz band, compression, white noise at ``snr_db``: (T,) -> (T,)."""
-    y = x
-    for _ in range(2):
-        y = AF.highpass_biquad(y, _RATE, 150.0)
-        y = AF.lowpass_biquad(y, _RATE, 4500.0)
-    y = AF.contrast(_peak(y, 0.9), enhancement_amount=75.0)  # SoX-style loudness compression
+def broadcast(x: Tensor, generator: torch.Generator, snr_db: float = BROADCAST_SNR_DB,
+              band: tuple[float, float] = (150.0, 4500.0), bits: int = 12) -> Tensor:
+    """Degraded broadcast/satellite link: band-pass, compression, white noise at ``snr_db``, a
+    ``bits``-bit codec: (T,) -> (T,)."""
+    y = AF.contrast(_peak(_band(x, _RATE, band), 0.9), enhancement_amount=75.0)  # SoX-style compression
     noise = torch.randn(y.shape, generator=generator, dtype=y.dtype)
-    return AF.add_noise(y[None], noise[None], torch.tensor([snr_db], dtype=y.dtype))[0]
+    y = AF.add_noise(y[None], noise[None], torch.tensor([snr_db], dtype=y.dtype))[0]
+    return _quantise(_peak(y, 0.9), bits)
 
 
-def apply_channel(x: Tensor, channel: str, generator: torch.Generator) -> Tensor:
-    """Apply a channel by name to 16 kHz mono float audio (T,)."""
+def apply_channel(x: Tensor, channel: str, generator: torch.Generator, *, band: tuple[float, float] | None = None,
+                  bits: int | None = None, loss: float = 0.0) -> Tensor:
+    """Apply a channel by name to 16 kHz mono float audio (T,), with its nominal or the given parameters."""
     if channel == "hq":
-        return hq(x)
+        return hq(x, band or (20.0, 7900.0))
     if channel == "telephone":
-        return telephone(x)
+        return telephone(x, band or (300.0, 3400.0), bits or 8, loss, generator)
     if channel == "broadcast":
-        return broadcast(x, generator)
+        return broadcast(x, generator, band=band or (150.0, 4500.0), bits=bits or 12)
     raise ValueError(f"unknown channel {channel!r}; choose from {CHANNELS}")

@@ -1,8 +1,12 @@
 """What the built-in corpus contains: sizes, speakers (stable identities) and utterance specs.
 
 A speaker is an eSpeak voice file (language or accent) + a voice variant (which fixes the gender)
-+ pitch, pitch-range and rate settings. Speaker ``k`` of a language depends only on the seed, the
-language and ``k``, so a larger size adds speakers without changing the existing ones.
++ pitch, pitch-range and rate settings + a vocal-tract scaling (formants and pitch together). The
+pitch settings of male and female speakers overlap (men 25-95, women 5-75 on eSpeak's 0-99 scale),
+so with the vocal-tract scaling a man can sound higher than a woman. Speaker ``k`` of a language
+depends only on the seed, the language and ``k``, so a larger size adds speakers without changing
+the existing ones. Each utterance adds its own recording conditions
+(:mod:`neurohook.corpus.variation`) and 3 babble talkers of other languages.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 from neurohook.data.splits import pick_test_groups
 from neurohook.corpus.channels import CHANNELS
 from neurohook.corpus.text import LANGUAGES
+from neurohook.corpus.variation import BABBLE_TALKERS, VTL_FACTORS, Conditions, draw_conditions
 
 __all__ = [
     "ENGLISH_ACCENTS",
@@ -67,6 +72,7 @@ class Speaker:
     pitch_range: int
     rate: int
     index: int
+    vtl: float = 1.0  # vocal-tract scaling of every frequency (one of VTL_FACTORS)
 
     @property
     def voice(self) -> str:
@@ -86,6 +92,14 @@ class UtteranceSpec:
     seed: int
     split: str
     relpath: str  # wav path relative to the corpus folder
+    conditions: Conditions | None = None  # room, noise, level and channel parameters
+    babble: tuple[tuple[str, str], ...] = ()  # (language, voice) of each babble talker
+
+    @property
+    def rate(self) -> int:
+        """eSpeak words per minute of this utterance: the speaker's, scaled by its conditions."""
+        scale = self.conditions.rate_scale if self.conditions is not None else 1.0
+        return int(round(self.speaker.rate * scale))
 
 
 def derive_seed(*parts: object) -> int:
@@ -114,10 +128,11 @@ def make_speaker(language: str, k: int, seed: int) -> Speaker:
         accent=accent,
         variant=variant,
         gender="female" if female else "male",
-        pitch=rng.randint(35, 65),
+        pitch=rng.randint(5, 75) if female else rng.randint(25, 95),
         pitch_range=rng.randint(30, 80),
         rate=rng.randint(145, 205),
         index=k,
+        vtl=rng.choice(VTL_FACTORS),
     )
 
 
@@ -155,16 +170,22 @@ def plan_corpus(size: str, seed: int) -> list[UtteranceSpec]:
             rng = random.Random(derive_seed("utt", seed, utt_id))
             kind = "digits" if j % 2 == 0 else "words"
             n_tokens = rng.randint(4, 9) if kind == "digits" else rng.randint(3, 7)
+            channel = CHANNELS[(j + spk.index) % len(CHANNELS)]
+            others = [lang for lang in LANGUAGES if lang != spk.language]
+            babble = tuple((lang, f"{lang}+{rng.choice(MALE_VARIANTS + FEMALE_VARIANTS)}")
+                           for lang in rng.sample(others, BABBLE_TALKERS))
             specs.append(
                 UtteranceSpec(
                     utt_id=utt_id,
                     speaker=spk,
-                    channel=CHANNELS[(j + spk.index) % len(CHANNELS)],
+                    channel=channel,
                     kind=kind,
                     n_tokens=n_tokens,
                     seed=derive_seed("audio", seed, utt_id),
                     split="test" if spk.speaker in test else "train",
                     relpath=f"audio/{spk.language}/{utt_id}.wav",
+                    conditions=draw_conditions(utt_id, channel, seed),
+                    babble=babble,
                 )
             )
     return specs
