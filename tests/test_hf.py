@@ -156,3 +156,15 @@ def test_the_readme_quick_start_runs_as_written_on_torchaudio_and_hugging_face_m
         layer = [n for n in rec.layer_names if re.search(r"(encoder|transformer)\.layers\.0$", n)][0]
         assert rec.features().values.shape == (int(shown[0]), int(shown[1]))
         assert rec.last_lengths[layer].tolist() == [int(shown[2]), int(shown[3])]
+
+
+def test_describe_prints_a_table_with_the_layouts_the_recorder_infers():
+    model = small_model("WavLM")
+    wave, _, mask = batch()
+    table = models.describe(model, {"input_values": wave, "attention_mask": mask})
+    rows = {i.name: i for i in table}
+    assert rows["encoder.layers.0"].layout == "BTD" and rows["encoder.layers.0"].output_shape[0] == (3, 199, 32)
+    assert rows["feature_extractor.conv_layers.0"].layout == "BDT"
+    text = str(table).splitlines()
+    assert text[0].split() == ["layer", "type", "output", "shape", "layout", "parameters"]
+    assert any(line.startswith("encoder.layers.1 ") and " BTD " in line for line in text)

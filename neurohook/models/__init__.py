@@ -16,22 +16,23 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from neurohook.atomic import atomic_open
 from neurohook.control import reinitialize
 from neurohook.errors import CheckpointError
 from neurohook.models.base import ProbeLayers, SpeechModel
+from neurohook.models.describe import LayerInfo, LayerTable, describe
 
 __all__ = [
     "BUILTIN",
     "CHECKPOINT_FORMAT",
     "LayerInfo",
+    "LayerTable",
     "PRETRAINED",
     "ProbeLayers",
     "SpeechModel",
@@ -119,69 +120,6 @@ def probe_layers(model: nn.Module, **kwargs: Any) -> ProbeLayers:
             f"probe_layers: {type(model).__name__} is not a neurohook model nor a torchaudio wav2vec2-style model; "
             "use neurohook.models.describe(model, example_input) to choose layers"
         ) from None
-
-
-# ------------------------------------------------------------------------------------- describe
-@dataclass(frozen=True)
-class LayerInfo:
-    """One module seen in a dry run: name, class, output shape(s) and parameter count."""
-
-    name: str
-    type: str
-    output_shape: tuple[Any, ...]
-    params: int
-
-    def __str__(self) -> str:
-        return f"{self.name:<48} {self.type:<28} {str(self.output_shape):<28} {self.params}"
-
-
-def _shapes(out: Any) -> Any:
-    """Shapes of the tensors in a module output (nested tuples/lists/dicts)."""
-    if isinstance(out, Tensor):
-        return tuple(out.shape)
-    if isinstance(out, nn.utils.rnn.PackedSequence):
-        return ("packed", tuple(out.data.shape))
-    if isinstance(out, (tuple, list)):
-        return tuple(_shapes(o) for o in out)
-    if isinstance(out, dict):
-        return tuple((k, _shapes(v)) for k, v in out.items())
-    return (type(out).__name__,)
-
-
-def describe(model: nn.Module, example_input: Tensor | tuple[Any, ...], *, leaves: bool = False) -> list[LayerInfo]:
-    """Candidate layers of ``model`` with output shapes from one dry run (no grad, eval mode restored).
-
-    ``example_input`` is the input tensor or a tuple of positional arguments (e.g. ``(wave, lengths)``);
-    ``leaves=True`` also lists modules without children (activations, norms, ...).
-    """
-    args = example_input if isinstance(example_input, tuple) else (example_input,)
-    seen: dict[str, tuple[str, Any, int]] = {}
-    handles = []
-    for name, mod in model.named_modules():
-        if not name:
-            continue
-        is_leaf = not any(True for _ in mod.children())
-        if is_leaf and not leaves and not isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.RNNBase, nn.MultiheadAttention)):
-            continue
-
-        def hook(m: nn.Module, _a: Any, out: Any, name: str = name) -> None:
-            if name not in seen:
-                seen[name] = (type(m).__name__, _shapes(out), sum(p.numel() for p in m.parameters()))
-
-        handles.append(mod.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(*args)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    order = [n for n, _ in model.named_modules() if n in seen]
-    infos = [LayerInfo(n, *seen[n]) for n in order]
-    logger.info("describe: %d of %d modules ran", len(infos), sum(1 for _ in model.named_modules()) - 1)
-    return infos
 
 
 # ---------------------------------------------------------------------------------- checkpoints
