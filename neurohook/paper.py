@@ -14,7 +14,8 @@ TASK_NAMES = {"GC": "gender", "SV": "speaker verification", "LID": "language", "
 TASK_COLUMNS = {"GC": "gender", "LID": "language", "DID": "accent", "CC": "channel"}
 #: What each built-in model was trained for (the report uses it to pick the speaker and dialect models).
 TRAINED_FOR = {"adi-cnn": "DID", "sre-cnn": "SV", "st-base": "reconstruction", "st-large": "reconstruction",
-               "resemblyzer": "SV"}
+               "resemblyzer": "SV", "silero-vad": "voice activity", "crepe-tiny": "pitch", "crepe-full": "pitch",
+               "pesto": "pitch"}
 SIMPLE_TASKS = ("GC", "CC")  # properties the paper calls simple (section 6.4 ii)
 COMPLEX_TASKS = ("LID", "DID")  # the complex ones measured by probes (SV's Neu_t is per layer, not comparable)
 GAP = 0.05  # the paper's 5-point threshold (section 6.2, GC), as a fraction
