@@ -9,8 +9,11 @@ The file is found through the installed distribution's metadata; the ``resemblyz
 itself (which needs librosa and webrtcvad) is never imported.
 
 Front-end: volume raised to -30 dBFS (never lowered), mel power spectrogram (n_fft 400, hop 160,
-40 bands, Slaney scale and norm, not log). Network: LSTM 40 -> 256 x 3 (``lstm.layers.0..2``),
-``projection`` = ReLU(Linear 256 -> 256) of the last layer's final hidden state, L2-normalised.
+centred frames with zero padding, 40 bands, Slaney scale and norm, not log): as the package's
+``wav_to_mel_spectrogram`` under librosa >= 0.10, whose STFT pads with zeros (librosa < 0.10 padded
+by reflection, which changes only the first and last two frames). Network: LSTM 40 -> 256 x 3
+(``lstm.layers.0..2``), ``projection`` = ReLU(Linear 256 -> 256) of the last layer's final hidden
+state, L2-normalised.
 The reference recipe's silence trimming (webrtcvad) and 1.6 s partial windows are not applied:
 the whole utterance is encoded at once.
 """
@@ -64,14 +67,15 @@ class ResemblyzerMel(nn.Module):
     """Resemblyzer front-end: (B, T), lengths (B,) -> mel power frames (B, N, 40), frame lengths (B,)."""
 
     hop = 160
-    #: Fewest samples the centred STFT takes (reflect padding of n_fft // 2 = 200).
+    #: Fewest samples accepted: n_fft // 2 + 1 (the first centred frame holds half a window of signal).
     min_samples = 201
 
     def __init__(self, target_dbfs: float = -30.0) -> None:
         super().__init__()
         self.target_dbfs = target_dbfs
         self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=16000, n_fft=400, hop_length=160, n_mels=40, power=2.0, norm="slaney", mel_scale="slaney"
+            sample_rate=16000, n_fft=400, hop_length=160, n_mels=40, power=2.0, norm="slaney", mel_scale="slaney",
+            pad_mode="constant",  # librosa >= 0.10's default, as the package's own front-end today
         )
 
     def frame_lengths(self, lengths: Tensor) -> Tensor:
