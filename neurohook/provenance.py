@@ -21,8 +21,10 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,11 +36,26 @@ from neurohook.data.manifest import Manifest
 __all__ = ["changed_rows", "compare_rows", "compare_run", "model_fingerprint", "row_fingerprints", "run_fingerprint"]
 
 
-def model_fingerprint(model: nn.Module) -> dict[str, str]:
-    """``{"class", "name", "state"}``: the class path, the model's name, SHA-256 of its state_dict.
+def _code_digest(model: nn.Module) -> str:
+    """SHA-256 of the source files of neurohook's own module classes inside ``model`` ("" when none):
+    a front-end setting that lives in code (not in the state_dict) changes the fingerprint too."""
+    files = sorted({inspect.getsourcefile(type(m)) or "" for m in model.modules()
+                    if type(m).__module__.startswith("neurohook.")} - {""})
+    if not files:
+        return ""
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(Path(f).read_bytes())
+    return digest.hexdigest()
 
-    The hash covers every parameter and buffer (name, dtype, shape and bytes), so two models
-    differ in it whenever they can compute differently.
+
+def model_fingerprint(model: nn.Module) -> dict[str, str]:
+    """``{"class", "name", "state", "code"}``: the class path, the model's name, SHA-256 of its
+    state_dict and of the source of neurohook's module classes in it.
+
+    The state hash covers every parameter and buffer (name, dtype, shape and bytes) and the code hash
+    the front-ends and forward passes of neurohook's models, so two models differ in the fingerprint
+    whenever they can compute differently (third-party code is covered by its class path only).
     """
     digest = hashlib.sha256()
     for key, value in model.state_dict().items():
@@ -51,7 +68,7 @@ def model_fingerprint(model: nn.Module) -> dict[str, str]:
             digest.update(repr(value).encode("utf-8"))
     cls = type(model)
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "name": str(getattr(model, "name", cls.__name__)),
-            "state": digest.hexdigest()}
+            "state": digest.hexdigest(), "code": _code_digest(model)}
 
 
 def _describe(value: Any) -> Any:
@@ -96,7 +113,8 @@ def _short(x: str) -> str:
 
 
 def _model_words(m: Mapping[str, Any]) -> str:
-    return f"model {m.get('name')} ({m.get('class')}, state {_short(str(m.get('state')))})"
+    code = f", code {_short(str(m['code']))}" if m.get("code") else ""
+    return f"model {m.get('name')} ({m.get('class')}, state {_short(str(m.get('state')))}{code})"
 
 
 def compare_run(stored: Mapping[str, Any], run: Mapping[str, Any]) -> str | None:

@@ -125,3 +125,21 @@ def test_torchrun_two_processes_equal_one(corpus, tmp_path):
     proc = run_toy(corpus, tmp_path / "two", launcher=[torchrun, "--nproc_per_node=2", "--master_port=29517"])
     assert proc.wait(timeout=180) == 0, proc.stdout.read().decode()
     assert_same(Features.load(tmp_path / "two" / "features.npz"), reference(corpus))
+
+
+def test_the_model_fingerprint_covers_neurohook_front_end_code(tmp_path, monkeypatch):
+    import inspect
+
+    from neurohook import models, provenance
+
+    model = models.build("adi-cnn", size="small", num_classes=2, seed=0)
+    before = provenance.model_fingerprint(model)
+    assert before["code"] and provenance.model_fingerprint(torch.nn.Linear(2, 2))["code"] == ""
+    real = inspect.getsourcefile
+    edited = tmp_path / "cnn.py"
+    edited.write_text(Path(real(type(model))).read_text() + "\n# a changed front-end setting\n")
+    monkeypatch.setattr(provenance.inspect, "getsourcefile",
+                        lambda cls: str(edited) if cls is type(model) else real(cls))
+    after = provenance.model_fingerprint(model)
+    assert after["state"] == before["state"] and after["code"] != before["code"]
+    assert "code" in provenance.compare_run({"run": {"model": before}}, {"model": after, "layers": []})
