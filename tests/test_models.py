@@ -11,7 +11,8 @@ from torch import nn
 
 import neurohook
 from neurohook import models
-from neurohook.models.resemblyzer import ResemblyzerEncoder, WeightsNotFoundError, weights_path
+from neurohook.models.resemblyzer import ResemblyzerEncoder, weights_path
+from neurohook.models.wheels import WeightsNotFoundError
 from neurohook.models.train import train_steps
 
 

@@ -14,8 +14,8 @@ import torch
 import neurohook
 from neurohook import models
 from neurohook.errors import TooShortError
-from neurohook.models import crepe, pesto, silero
-from neurohook.models.resemblyzer import WeightsNotFoundError
+from neurohook.models import crepe, pesto, silero, wheels
+from neurohook.models.wheels import WeightsNotFoundError
 
 
 def _speech() -> torch.Tensor:
@@ -76,7 +76,7 @@ def test_silero_equals_package_torchscript(speech: torch.Tensor) -> None:
     path = _wheel_or_skip(silero.weights_path, "jit")
     ref = torch.jit.load(str(path), map_location="cpu")
     # Tensors read without running TorchScript are the ones torch.jit.load gives.
-    mine = silero.read_torchscript_tensors(path)
+    mine = wheels.read_torchscript_tensors(path)
     for k, v in ref.state_dict().items():
         torch.testing.assert_close(mine[k], v, rtol=0, atol=0)
     clips = [torch.cat([torch.zeros(6000), speech, torch.zeros(6000)]), _chirp(16000 * 2 + 300)]
@@ -208,7 +208,7 @@ def test_restricted_reader_refuses_code(tmp_path) -> None:
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("evil/data.pkl", pickle.dumps({"state_dict": Evil()}, protocol=2))
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
-        silero.read_archive(path, ("omegaconf.",))
+        wheels.read_archive(path, ("omegaconf.",))
 
 
 # ------------------------------------------------------------------------------- all: lengths

@@ -16,7 +16,8 @@ import torch
 from scipy.signal import lfilter
 
 from neurohook import models
-from neurohook.models.resemblyzer import WeightsNotFoundError, weights_path
+from neurohook.models.resemblyzer import weights_path
+from neurohook.models.wheels import WeightsNotFoundError
 
 REFERENCE = Path(__file__).parent / "data" / "resemblyzer_reference.npz"
 SR = 16000

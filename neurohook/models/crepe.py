@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from neurohook.models.base import ProbeLayers, SpeechModel
-from neurohook.models.silero import WeightsNotFoundError, wheel_file
+from neurohook.models.wheels import wheel_file
 
-__all__ = ["CAPACITIES", "INSTALL_HINT", "CrepeFrames", "CrepePitch", "WeightsNotFoundError", "bins_to_hz",
+__all__ = ["CAPACITIES", "INSTALL_HINT", "CrepeFrames", "CrepePitch", "bins_to_hz",
            "build_crepe", "weights_path"]
 
 logger = logging.getLogger(__name__)

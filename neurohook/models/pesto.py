@@ -6,7 +6,7 @@ Install it without its dependencies; the package itself is never imported::
     pip install --no-deps pesto-pitch
 
 The checkpoint holds omegaconf objects (its hyper-parameters), so ``torch.load(weights_only=True)``
-refuses it; it is read with the restricted unpickler of :func:`neurohook.models.silero.read_archive`
+refuses it; it is read with the restricted unpickler of :func:`neurohook.models.wheels.read_archive`
 (omegaconf classes become inert placeholders; nothing from the file is run), and its architecture
 fields are checked against this port. The older ``mir-1k.ckpt`` (no confidence head, other layer
 names) is not supported.
@@ -46,9 +46,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from neurohook.models.base import ProbeLayers, SpeechModel
-from neurohook.models.silero import Inert, WeightsNotFoundError, read_archive, wheel_file
+from neurohook.models.wheels import Inert, read_archive, wheel_file
 
-__all__ = ["INSTALL_HINT", "PestoCQT", "PestoPitch", "WeightsNotFoundError", "alwa", "build_pesto",
+__all__ = ["INSTALL_HINT", "PestoCQT", "PestoPitch", "alwa", "build_pesto",
            "cqt_kernels", "read_checkpoint", "weights_path"]
 
 logger = logging.getLogger(__name__)

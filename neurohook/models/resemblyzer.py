@@ -20,7 +20,6 @@ the whole utterance is encoded at once.
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 from pathlib import Path
 from typing import Any
@@ -30,37 +29,21 @@ import torchaudio
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from neurohook.errors import UserInputError
 from neurohook.models.rnn import split_rnn
 from neurohook.models.base import ProbeLayers, SpeechModel
+from neurohook.models.wheels import wheel_file
 
-__all__ = ["INSTALL_HINT", "ResemblyzerEncoder", "ResemblyzerMel", "WeightsNotFoundError", "build_resemblyzer", "weights_path"]
+__all__ = ["INSTALL_HINT", "ResemblyzerEncoder", "ResemblyzerMel", "build_resemblyzer", "weights_path"]
 
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install --no-deps resemblyzer"
 
 
-class WeightsNotFoundError(UserInputError, FileNotFoundError):
-    """The Resemblyzer wheel (which holds the pretrained weights) is not installed."""
-
-
 def weights_path() -> Path:
     """Path of ``resemblyzer/pretrained.pt`` inside the installed wheel (package not imported)."""
-    try:
-        dist = importlib.metadata.distribution("resemblyzer")
-    except importlib.metadata.PackageNotFoundError:
-        raise WeightsNotFoundError(
-            f"resemblyzer: the pretrained speaker encoder needs the PyPI wheel 'resemblyzer'; install it with `{INSTALL_HINT}`"
-        ) from None
-    for f in dist.files or []:
-        if f.name == "pretrained.pt" and f.parent.name == "resemblyzer":
-            path = Path(dist.locate_file(f))
-            if path.is_file():
-                return path
-    raise WeightsNotFoundError(
-        f"resemblyzer {dist.version} is installed but resemblyzer/pretrained.pt is missing; reinstall with `{INSTALL_HINT}`"
-    )
+    return wheel_file("resemblyzer", ("resemblyzer", "pretrained.pt"), INSTALL_HINT,
+                      "resemblyzer: the pretrained speaker encoder")
 
 
 class ResemblyzerMel(nn.Module):

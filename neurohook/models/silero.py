@@ -7,7 +7,7 @@ dependencies (the package itself is never imported)::
 
 Weights: ``silero_vad/data/silero_vad.jit`` holds the model that the package runs
 (``load_silero_vad()``, and the same weights as its ONNX files). Its tensors are read with a
-restricted unpickler (:func:`read_archive`: tensors, plain containers and inert placeholders only;
+restricted unpickler (:func:`neurohook.models.wheels.read_archive`: tensors, plain containers and inert placeholders only;
 no TorchScript or Python code is compiled or run). ``weights="safetensors"`` loads
 ``silero_vad/data/silero_vad_16k.safetensors`` instead, the file shipped for the tinygrad port:
 in silero-vad 6.2.3 it holds *different* weights (probabilities differ from the package's by
@@ -36,13 +36,8 @@ features of a zero-padded batch equal those of each utterance alone.
 
 from __future__ import annotations
 
-import collections
-import importlib.metadata
-import io
 import logging
 import math
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +46,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from neurohook.models.base import ProbeLayers, SpeechModel
-from neurohook.models.resemblyzer import WeightsNotFoundError
+from neurohook.models.wheels import read_torchscript_tensors, wheel_file
 
-__all__ = ["INSTALL_HINT", "Inert", "SileroSTFT", "SileroVAD", "WeightsNotFoundError", "build_silero", "read_archive",
-           "read_torchscript_tensors", "weights_path", "wheel_file"]
+__all__ = ["INSTALL_HINT", "SileroSTFT", "SileroVAD", "build_silero", "weights_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,107 +58,11 @@ CONTEXT = 64
 _FILES = {"jit": "silero_vad.jit", "safetensors": "silero_vad_16k.safetensors"}
 
 
-def wheel_file(dist_name: str, parts: tuple[str, ...], hint: str, what: str) -> Path:
-    """Path of file ``parts`` (package-relative, e.g. ("silero_vad", "data", "x.jit")) in an installed wheel.
-
-    The package is not imported; a missing wheel or file raises :class:`WeightsNotFoundError` with ``hint``.
-    """
-    try:
-        dist = importlib.metadata.distribution(dist_name)
-    except importlib.metadata.PackageNotFoundError:
-        raise WeightsNotFoundError(f"{what} needs the PyPI wheel {dist_name!r}; install it with `{hint}`") from None
-    for f in dist.files or []:
-        if tuple(f.parts[-len(parts):]) == parts:
-            path = Path(dist.locate_file(f))
-            if path.is_file():
-                return path
-    raise WeightsNotFoundError(f"{dist_name} {dist.version} is installed but {'/'.join(parts)} is missing; reinstall with `{hint}`")
-
-
 def weights_path(kind: str = "jit") -> Path:
     """Path of the silero-vad weights (``"jit"`` or ``"safetensors"``) inside the installed wheel."""
     if kind not in _FILES:
         raise ValueError(f"silero-vad: weights must be one of {sorted(_FILES)}, got {kind!r}")
     return wheel_file("silero-vad", ("silero_vad", "data", _FILES[kind]), INSTALL_HINT, "silero-vad: the pretrained VAD")
-
-
-# ------------------------------------------------------------- archives read without running code
-class Inert:
-    """Stands for any class the archive names (TorchScript modules, omegaconf configs): only its state is kept."""
-
-    def __setstate__(self, state: Any) -> None:
-        if isinstance(state, dict):
-            self.__dict__.update(state)
-        else:
-            self.__dict__["_state"] = state
-
-
-class _Dict(dict):  # type: ignore[type-arg]
-    """A dict that takes attributes (pickled OrderedDicts carry ``_metadata``)."""
-
-
-_DTYPES = {"FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
-           "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
-           "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool}
-_CONTAINERS: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): _Dict, ("collections", "defaultdict"): collections.defaultdict,
-    ("__builtin__", "dict"): _Dict, ("builtins", "dict"): _Dict, ("__builtin__", "list"): list,
-    ("builtins", "list"): list, ("__builtin__", "long"): int, ("torch.jit._pickle", "build_intlist"): list,
-    ("torch.jit._pickle", "build_doublelist"): list, ("torch.jit._pickle", "build_boollist"): list,
-    ("torch.jit._pickle", "build_tensorlist"): list}
-
-
-def _rebuild_tensor(flat: Tensor, offset: int, size: Any, stride: Any, *_rest: Any) -> Tensor:
-    return flat.as_strided(tuple(size), tuple(stride), offset).clone()
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Allows only tensors, builtin containers and, for classes under ``inert`` prefixes, :class:`Inert` objects."""
-
-    def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str, inert: tuple[str, ...]) -> None:
-        super().__init__(io.BytesIO(data))
-        self.archive, self.prefix, self.inert = archive, prefix, inert
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module.startswith(self.inert) or f"{module}.{name}" in self.inert:
-            return Inert
-        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-            return _rebuild_tensor
-        if module == "torch" and name in _DTYPES:
-            return name
-        if (module, name) in _CONTAINERS:
-            return _CONTAINERS[module, name]
-        raise pickle.UnpicklingError(f"{self.prefix}: refusing to load {module}.{name}")
-
-    def persistent_load(self, pid: Any) -> Tensor:
-        _kind, storage, key, _location, _numel = pid
-        raw = self.archive.read(f"{self.prefix}/data/{key}")
-        dtype = _DTYPES[storage]
-        return torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
-
-
-def read_archive(path: str | Path, inert: tuple[str, ...]) -> Any:
-    """The object in a torch zip archive (``torch.save`` or TorchScript), classes under ``inert`` as :class:`Inert`.
-
-    Nothing is compiled or run: no TorchScript code, no class from the archive; other globals are refused.
-    """
-    with zipfile.ZipFile(path) as archive:
-        pkl = next(n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1)
-        return _RestrictedUnpickler(archive.read(pkl), archive, pkl[: -len("/data.pkl")], inert).load()
-
-
-def read_torchscript_tensors(path: str | Path) -> dict[str, Tensor]:
-    """Every tensor attribute of a TorchScript archive by dotted name (e.g. ``_model.encoder.0.reparam_conv.weight``)."""
-
-    def walk(obj: Any, prefix: str, out: dict[str, Tensor]) -> dict[str, Tensor]:
-        for k, v in vars(obj).items():
-            if isinstance(v, Tensor):
-                out[prefix + k] = v
-            elif isinstance(v, Inert):
-                walk(v, f"{prefix}{k}.", out)
-        return out
-
-    return walk(read_archive(path, ("__torch__.",)), "", {})
 
 
 # ------------------------------------------------------------------------------------------- model
