@@ -258,3 +258,15 @@ def test_probe_layers_on_raw_torchaudio_model() -> None:
         _, ref = raw(wave, lengths)
     assert torch.equal(rec.last_lengths["encoder.transformer.layers.1"], ref)
     assert feats.values.shape == (2, 64)
+
+
+def test_a_freshly_trained_model_carries_what_its_checkpoint_does(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from neurohook.corpus import build_corpus
+    from neurohook.models import train
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    manifest = build_corpus(size="tiny", seed=0, progress=False)
+    result = train.train("sre-cnn", manifest=manifest, out=tmp_path / "sre.pt", epochs=1, size="small")
+    loaded = models.load(result.checkpoint)
+    assert result.model.extra["classes"] == loaded.extra["classes"] and len(loaded.extra["classes"]) >= 2
+    assert result.model.metrics == loaded.metrics

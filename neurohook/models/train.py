@@ -228,7 +228,9 @@ def train(
     metrics["train_seconds"] = time.perf_counter() - t0
     metrics["final_train_loss"] = losses[-1] if losses else float("nan")
     logger.info("%s: %s", cfg.model, metrics)
-    path = save(model, out, metrics=metrics, extra={"train_config": asdict(cfg), "classes": classes}) if out is not None else None
+    extra = {"train_config": asdict(cfg), "classes": classes}
+    path = save(model, out, metrics=metrics, extra=extra) if out is not None else None
+    model.metrics, model.extra = metrics, extra  # as models.load gives them: the same model either way
     return TrainResult(model.eval(), path, metrics, losses, metrics["train_seconds"])
 
 
