@@ -28,7 +28,7 @@ from neurohook.atomic import atomic_write_text
 from neurohook.data.batching import make_loader
 from neurohook.data.manifest import Manifest
 from neurohook.errors import DataError, FolderConflictError, FeaturesFileError, TooShortError, check_writable_dir
-from neurohook.features import Features, read_provenance
+from neurohook.features import STORAGE_DTYPES, Features, read_provenance
 from neurohook.hooks import Recorder
 from neurohook.provenance import changed_rows, compare_rows, compare_run, row_fingerprints, run_fingerprint
 from neurohook.shards import SHARD_PATTERN
@@ -167,6 +167,7 @@ def extract(
     min_samples: int | None = None,
     rank: int | None = None,
     world_size: int | None = None,
+    dtype: str = "float32",
 ) -> Path | None:
     """Pool ``layers`` of ``model`` over every utterance of ``manifest``; returns the merged file (rank 0).
 
@@ -176,12 +177,15 @@ def extract(
     :class:`~neurohook.errors.TooShortError` under ``on_error="raise"``. A rerun into ``out_dir``
     reuses only shards this configuration wrote (see :func:`plan_shards`); ``overwrite`` recomputes
     everything. Other ranks return None; without ``merge``, rank 0 returns the shard folder.
+    ``dtype="float16"`` stores the pooled values in half precision (pooling itself runs in float32).
     """
     env_rank, env_world = distributed_context()
     rank = env_rank if rank is None else rank
     world_size = env_world if world_size is None else world_size
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
     out = Path(out_dir)
     check_writable_dir(out, "output folder")
     shards = shard_ids([r.utt_id for r in manifest.records], shard_size)
@@ -194,7 +198,7 @@ def extract(
                     getattr(model, "name", type(model).__name__))
         batch_size = 1
     run = run_fingerprint(model, rec.layer_specs(), pooling=pooling, shard_size=shard_size, batch_size=batch_size,
-                          sample_rate=sample_rate, pass_lengths=pass_lengths, min_samples=min_samples)
+                          sample_rate=sample_rate, pass_lengths=pass_lengths, min_samples=min_samples, dtype=dtype)
     if overwrite:
         if rank == 0:
             _clear(out)
@@ -244,7 +248,7 @@ def _extract_shard(model: torch.nn.Module, rec: Recorder, sub: Manifest, path: P
         logger.warning("%s: every utterance was skipped (first: %s); nothing written, retried on rerun",
                        path.name, skipped[0][1] if skipped else "none")
         return
-    rec.features().save(path, provenance={"run": run, "rows": rows, "skipped": skipped})
+    rec.features().save(path, provenance={"run": run, "rows": rows, "skipped": skipped}, dtype=run["dtype"])
     logger.info("%s: %d utterances (%d skipped) in %.1f s", path.name, len(rec.ids), len(skipped),
                 time.perf_counter() - t0)
 
@@ -260,7 +264,7 @@ def _merge(out: Path, shards: Sequence[Sequence[str]], manifest: Manifest, run: 
     merged = Features.concat(parts)
     present = set(merged.ids)
     merged = merged.select_ids([r.utt_id for r in manifest.records if r.utt_id in present])  # manifest order
-    path = merged.save(out / FEATURES_FILE, provenance={"run": run, "skipped": skipped})
+    path = merged.save(out / FEATURES_FILE, provenance={"run": run, "skipped": skipped}, dtype=run["dtype"])
     atomic_write_text(out / "extract.json", json.dumps({
         "utterances": len(merged), "neurons": int(merged.values.shape[1]), "layers": merged.layer_names,
         "shards": len(shards), "skipped": skipped, "run": run}, indent=2))

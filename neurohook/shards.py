@@ -108,7 +108,7 @@ class ShardedFeatures:
         for s, values in enumerate(self._values):
             n = int(values.get_shape()[0])
             for a in range(0, n, rows):
-                yield int(self._offsets[s]) + a, values[a : min(n, a + rows)]
+                yield int(self._offsets[s]) + a, np.asarray(values[a : min(n, a + rows)], dtype=np.float32)
 
     def column_stats(self, rows: int = 512) -> tuple[np.ndarray, np.ndarray]:
         """Mean (D,) and population std (D,) of every column, streamed over the shards in float64."""

@@ -143,3 +143,22 @@ def test_the_model_fingerprint_covers_neurohook_front_end_code(tmp_path, monkeyp
     after = provenance.model_fingerprint(model)
     assert after["state"] == before["state"] and after["code"] != before["code"]
     assert "code" in provenance.compare_run({"run": {"model": before}}, {"model": after, "layers": []})
+
+
+def test_float16_extraction_rounds_the_float32_features_and_is_its_own_configuration(corpus, tmp_path):
+    from neurohook.errors import FolderConflictError
+    from neurohook.extract import extract
+
+    sys.path.insert(0, str(corpus))
+    try:
+        from toy import Toy  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(corpus))
+    manifest = read_manifest(corpus / "manifest.csv")
+    run = dict(pooling="stats", batch_size=2, shard_size=3, progress=False)
+    full = Features.load(extract(Toy(), manifest, tmp_path / "f32", ["conv1", "conv2"], **run))
+    half = Features.load(extract(Toy(), manifest, tmp_path / "f16", ["conv1", "conv2"], dtype="float16", **run))
+    assert half.ids == full.ids and half.values.dtype == np.float32
+    np.testing.assert_array_equal(half.values, full.values.astype(np.float16).astype(np.float32))
+    with pytest.raises(FolderConflictError, match="dtype"):
+        extract(Toy(), manifest, tmp_path / "f16", ["conv1", "conv2"], **run)  # float32 into the float16 folder

@@ -87,3 +87,25 @@ def test_errors_name_the_problem(stored, tmp_path):
     Features(bad, full.ids, full.layers).save(tmp_path / "bad" / "shard-00000.safetensors")
     with pytest.raises(ValueError, match=r"NaN or Inf at row 7 \('u0007'\), column 3"):
         LinearProbe().fit(ShardedFeatures.open(tmp_path / "bad"), np.arange(6000) % 2)
+
+
+def test_float16_storage_halves_the_files_round_trips_and_keeps_probe_accuracy(stored, tmp_path):
+    full, y, _ = stored
+    half = tmp_path / "half"
+    (half / "shards").mkdir(parents=True)
+    for k, a in enumerate(range(0, 6000, 1600)):
+        full.select_ids(full.ids[a : a + 1600]).save(half / "shards" / f"shard-{k:05d}.safetensors", dtype="float16")
+    sizes = [sum(p.stat().st_size for p in (root / "shards").glob("*.safetensors")) for root in (tmp_path, half)]
+    assert sizes[1] < 0.52 * sizes[0]
+    sharded = ShardedFeatures.open(half)
+    back = sharded.load().values
+    assert back.dtype == np.float32 and sharded.rows([0, 5999]).dtype == np.float32
+    np.testing.assert_allclose(back, full.values, rtol=2.0**-11, atol=1e-7)  # float16's rounding, nothing else
+    np.testing.assert_array_equal(back, full.values.astype(np.float16).astype(np.float32))
+    tr, te = np.arange(4000), np.arange(4000, 6000)
+    acc = [LinearProbe(l2=1e-3).fit(X[tr], y[tr]).score(X[te], y[te]) for X in (full.values, back)]
+    assert abs(acc[0] - acc[1]) <= 0.002
+    with pytest.raises(ValueError, match="column 3 .* beyond float16's range"):
+        big = full.values.copy()
+        big[7, 3] = 1e6
+        Features(big, full.ids, full.layers).save(tmp_path / "big.safetensors", dtype="float16")

@@ -131,7 +131,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     layers, pooling, overrides = recorder_options(model, args.layers, args.pooling if "pooling" in args.given else None)
     path = extract(model, manifest, args.out, layers, pooling=pooling, overrides=overrides,
                    batch_size=args.batch_size, shard_size=args.shard_size, device=args.device, on_error=args.on_error,
-                   progress=not args.verbose, merge=args.merge, overwrite=args.overwrite)
+                   progress=not args.verbose, merge=args.merge, overwrite=args.overwrite, dtype=args.dtype)
     if path is not None:
         print(path)
     return 0

@@ -111,6 +111,8 @@ EXTRACT: list[Option] = [
                           "model's own choice, e.g. stats pooling of the CNNs' conv layers)", {"choices": POOLINGS}),
     ("--batch-size", 8, "utterances per forward call", {"type": positive_int}),
     ("--shard-size", 256, "utterances per shard (the unit of resuming and of distribution)", {"type": positive_int}),
+    ("--dtype", "float32", "storage precision of the features (float16: half the disk; pooling stays float32)",
+     {"choices": ["float32", "float16"]}),
     ("--device", "cpu", "torch device to run the model on, e.g. cpu or cuda", {"type": torch_device}),
     ("--on-error", "skip", "an unreadable or too short audio file is skipped (listed in extract.json) or stops "
                            "the run", {"choices": ["skip", "raise"]}),
