@@ -27,9 +27,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from neurohook import distributed, ranking
 from neurohook.features import Features
 from neurohook.errors import DataError
-from neurohook import ranking
 from neurohook.ablation import DEFAULT_PERCENTAGES, DevSearch, ablation_accuracy, ablation_outcomes, minimal_neuron_set
 from neurohook.control import control_labels, majority_accuracy, majority_class, selectivity
 from neurohook.data.splits import seed_streams, train_dev_split, train_test_split
@@ -324,11 +324,14 @@ def analyze(
     delta, layer_delta, steps) plus the probe's hyper-parameters (l1, l2, epochs, batch_size, lr,
     device, early_stopping, ...). ``trials`` (a :class:`neurohook.verification.Trials`) adds
     speaker verification: EER and minDCF per layer and for ALL. Returns an AnalysisResult with the
-    overlaps of the minimal sets.
+    overlaps of the minimal sets. Under ``torchrun`` each process analyses its share of the tasks
+    (whole tasks: :func:`neurohook.distributed.share`) and every process returns the whole result.
     """
     tasks = dict(labels) if isinstance(labels, Mapping) and _is_task_map(labels, features) else {"task": labels}
-    results = {name: analyze_task(features, lab, task=name, speakers=speakers, rinit_features=rinit_features, **options)
-               for name, lab in tasks.items()}
+    mine = {name: analyze_task(features, tasks[name], task=name, speakers=speakers, rinit_features=rinit_features,
+                               **options) for name in distributed.share(list(tasks))}
+    done = {name: r for part in distributed.all_gather(mine) for name, r in part.items()}
+    results = {name: done[name] for name in tasks}  # task order, whichever rank ran it
     names = list(results)
     names = [n for n in names if results[n].informative]  # no overlap claims from tasks at chance
     overlaps = [overlap(a, results[a].minimal_neurons, b, results[b].minimal_neurons)

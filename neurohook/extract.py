@@ -28,21 +28,17 @@ from neurohook.atomic import atomic_write_text
 from neurohook.data.batching import make_loader
 from neurohook.data.manifest import Manifest
 from neurohook.errors import DataError, FolderConflictError, FeaturesFileError, TooShortError, check_writable_dir
+from neurohook.distributed import barrier, context
 from neurohook.features import STORAGE_DTYPES, Features, read_provenance
 from neurohook.hooks import Recorder
 from neurohook.provenance import changed_rows, compare_rows, compare_run, row_fingerprints, run_fingerprint
 from neurohook.shards import SHARD_PATTERN
 
-__all__ = ["extract", "plan_shards", "shard_ids", "shard_path", "distributed_context", "FEATURES_FILE"]
+__all__ = ["extract", "plan_shards", "shard_ids", "shard_path", "FEATURES_FILE"]
 
 logger = logging.getLogger(__name__)
 
 FEATURES_FILE = "features.npz"
-
-
-def distributed_context() -> tuple[int, int]:
-    """(rank, world size) from torchrun's environment, (0, 1) outside it."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def shard_ids(ids: Sequence[str], shard_size: int) -> list[list[str]]:
@@ -50,16 +46,6 @@ def shard_ids(ids: Sequence[str], shard_size: int) -> list[list[str]]:
     if shard_size < 1:
         raise ValueError(f"shard_size must be positive, got {shard_size}")
     return [list(ids[i : i + shard_size]) for i in range(0, len(ids), shard_size)]
-
-
-def _barrier(world_size: int) -> None:
-    if world_size <= 1:
-        return
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    dist.barrier()
 
 
 def shard_path(shard_dir: Path, k: int) -> Path:
@@ -179,7 +165,7 @@ def extract(
     everything. Other ranks return None; without ``merge``, rank 0 returns the shard folder.
     ``dtype="float16"`` stores the pooled values in half precision (pooling itself runs in float32).
     """
-    env_rank, env_world = distributed_context()
+    env_rank, env_world = context()
     rank = env_rank if rank is None else rank
     world_size = env_world if world_size is None else world_size
     if batch_size < 1:
@@ -202,7 +188,7 @@ def extract(
     if overwrite:
         if rank == 0:
             _clear(out)
-        _barrier(world_size)
+        barrier(world_size)
     todo = [k for k in plan_shards(out, shards, manifest, run) if k % world_size == rank]
     mine = sum(1 for k in range(len(shards)) if k % world_size == rank)
     logger.info("rank %d/%d: %d shard(s), %d already done", rank, world_size, mine, mine - len(todo))
@@ -216,7 +202,7 @@ def extract(
             _extract_shard(model, rec, manifest.select(shards[k]), shard_path(out / "shards", k), run, bar=bar,
                            sample_rate=sample_rate, batch_size=batch_size, device=device, on_error=on_error,
                            pass_lengths=pass_lengths, min_samples=min_samples)
-    _barrier(world_size)
+    barrier(world_size)
     if rank != 0:
         return None
     return _merge(out, shards, manifest, run) if merge else out / "shards"

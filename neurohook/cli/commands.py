@@ -170,6 +170,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     require(args, "features", "manifest", "tasks")
     from neurohook.data.manifest import read_manifest
     from neurohook.results import read_results_file, write_results
+    from neurohook.distributed import context
     from neurohook.study import analyze_model, verify_model
 
     check_writable_file(args.out, "--out")  # before hours of work, not after
@@ -182,7 +183,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     speakers = args.speaker_column or None
     entry = analyze_model(feats, manifest, args.tasks, speaker_column=speakers, sv=False, split_column=args.split_column,
                           rinit_features=rinit, seeds=tuple(range(args.seeds)), test_size=args.test_size,
-                          **probe_options(args))
+                          **probe_options(args))  # under torchrun: each rank its share of the tasks, all gathered
+    if context()[0] != 0:
+        return 0  # rank 0 writes
     path = write_results({name: entry}, args.out)  # what is finished is written before the optional step
     if args.sv:
         if speakers is None:
