@@ -61,6 +61,21 @@ def _clean(values: np.ndarray) -> np.ndarray:
     return values.astype(str)
 
 
+def _gather(values: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """``values[rows][:, columns]`` in one copy (none when both select everything in order): at paper
+    scale (40,000 x 11,100 float32, 1.8 GB) a second temporary copy would set the peak memory."""
+    rows = np.flatnonzero(rows) if rows.dtype == bool else rows
+    every_row = len(rows) == len(values) and bool((rows == np.arange(len(values))).all())
+    every_col = len(columns) == values.shape[1] and bool((columns == np.arange(values.shape[1])).all())
+    if every_row and every_col:
+        return values
+    if every_row:
+        return values[:, columns]
+    if every_col:
+        return values[rows]
+    return values[np.ix_(rows, columns)]
+
+
 @dataclass
 class TaskData:
     """One task's labelled rows: features X (n, D) with each layer's columns contiguous, labels, groups."""
@@ -85,7 +100,7 @@ def task_data(features: Features, labels: Any, task: str, speakers: Any, rinit_f
                         f"{list(features.ids[:2])}; are the labels keyed by other ids?)")
     kept_ids = [u for u, k in zip(features.ids, keep) if k]
     perm, names, sizes = _layer_blocks(features)
-    X = np.asarray(features.values)[keep][:, perm]
+    X = _gather(np.asarray(features.values), keep, perm)
     _check_finite(X, kept_ids, "features")
     X_rinit = None
     if rinit_features is not None:
@@ -94,7 +109,7 @@ def task_data(features: Features, labels: Any, task: str, speakers: Any, rinit_f
         if missing:
             raise DataError(f"R.INIT features lack {len(missing)} utterance(s), e.g. {missing[:3]}")
         rows = [pos[u] for u in kept_ids]
-        X_rinit = np.asarray(rinit_features.values)[rows][:, _layer_blocks(rinit_features)[0]]
+        X_rinit = _gather(np.asarray(rinit_features.values), np.asarray(rows, dtype=np.int64), _layer_blocks(rinit_features)[0])
         _check_finite(X_rinit, [rinit_features.ids[r] for r in rows], "R.INIT features")
     spk = None if speakers is None else _aligned_labels(features, speakers, "speakers")[keep].astype(str)
     fixed = None if split is None else _fixed_split(features, split, keep)

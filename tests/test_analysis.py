@@ -183,3 +183,18 @@ def test_a_fixed_split_is_used_for_every_seed():
     assert (task.n_train, task.n_test) == (90, 30)
     with pytest.raises(ValueError, match="'train' or 'test'"):
         analyze(feats, y, seeds=(0,), split=np.where(side == "test", "dev", side), epochs=1)
+
+
+def test_the_analysis_reads_the_features_without_copying_or_changing_them(monkeypatch):
+    from neurohook import task_data
+
+    feats, y, _ = planted(n=300, layers=3, width=40)
+    before = feats.values.copy()
+    seen = []
+    real = task_data._gather
+    monkeypatch.setattr(task_data, "_gather", lambda v, r, c: seen.append(real(v, r, c)) or seen[-1])
+    analyze(feats, y, seeds=(0,), **PROBE)
+    assert seen and seen[0] is feats.values  # every row labelled, layers in order: the array itself
+    np.testing.assert_array_equal(feats.values, before)  # and nothing writes into it
+    part = real(feats.values, np.arange(300) % 2 == 0, np.r_[40:80, 0:40])
+    np.testing.assert_array_equal(part, feats.values[::2][:, np.r_[40:80, 0:40]])
