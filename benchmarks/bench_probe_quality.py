@@ -20,13 +20,14 @@ import numpy as np
 from _harness import emit, parse_args, timed
 from neurohook.data.manifest import read_manifest
 from neurohook.data.splits import seed_streams, train_test_split
-from neurohook.demo import TASKS, _task_manifest
+from neurohook.demo import DEMO_PRETRAINED, TASKS, _task_manifest
+from neurohook.models import BUILTIN
 from neurohook.features import Features
 from neurohook.intervals import percentile_interval, replicate_means
 from neurohook.probe import PAPER_SETTINGS, LinearProbe
 from neurohook.study import labels_of
 
-MODELS = ("adi-cnn", "sre-cnn", "st-base", "st-large", "resemblyzer")
+MODELS = (*BUILTIN, *DEMO_PRETRAINED)  # those the demo analysed (features present)
 
 
 def sklearn_probe():

@@ -50,13 +50,13 @@ def test_two_torchrun_processes_give_the_analysis_of_one(tmp_path):
             "channel", "--seeds", "2", "--model-name", "toy"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     one = subprocess.run([sys.executable, "-I", "-m", "neurohook", *args, "--out", str(tmp_path / "one.json")],
-                         env=env, capture_output=True, text=True, timeout=600)
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-2000:]
     torchrun = Path(sys.executable).with_name("torchrun")
     two = subprocess.run([str(torchrun) if torchrun.exists() else "torchrun", "--nproc_per_node=2", "--master_port=29519",
                           "--log-dir", str(tmp_path / "logs"), "--tee", "2",
                           "-m", "neurohook", *args, "--out", str(tmp_path / "two.json")],
-                         env=env, capture_output=True, text=True, timeout=600)
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)  # not the source tree
     assert two.returncode == 0, two.stderr[-2000:]
     a, b = (json.loads((tmp_path / f).read_text())["models"]["toy"] for f in ("one.json", "two.json"))
     assert list(a["analysis"]["tasks"]) == ["gender", "language", "channel"]
