@@ -63,7 +63,7 @@ def model_fingerprint(model: nn.Module) -> dict[str, str]:
         if isinstance(value, torch.Tensor):
             t = value.detach().cpu().contiguous()
             digest.update(f"{t.dtype}{tuple(t.shape)}".encode("utf-8"))
-            digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-d too
         else:
             digest.update(repr(value).encode("utf-8"))
     cls = type(model)

@@ -162,3 +162,12 @@ def test_float16_extraction_rounds_the_float32_features_and_is_its_own_configura
     np.testing.assert_array_equal(half.values, full.values.astype(np.float16).astype(np.float32))
     with pytest.raises(FolderConflictError, match="dtype"):
         extract(Toy(), manifest, tmp_path / "f16", ["conv1", "conv2"], **run)  # float32 into the float16 folder
+
+
+def test_the_state_hash_covers_zero_dimensional_buffers():
+    from neurohook import provenance
+
+    bn = torch.nn.BatchNorm1d(3)  # num_batches_tracked: a 0-d int64 buffer
+    before = provenance.model_fingerprint(bn)["state"]
+    bn.num_batches_tracked += 1
+    assert provenance.model_fingerprint(bn)["state"] != before
