@@ -56,7 +56,7 @@ SIZES: dict[str, DemoSize] = {
     # a smoke test: the small corpus (288 utterances), one training epoch, one seed
     "tiny": DemoSize("small", {"adi-cnn": 1, "sre-cnn": 1, "st-base": 1, "st-large": 1}, 1),
     # the default: the medium corpus (1536 utterances, 12 speakers a language: speaker-disjoint
-    # splits for every task), short training, 3 seeds; about 8 minutes on 2 cores from nothing
+    # splits for every task), short training, 3 seeds; about 40 minutes on 2 cores from nothing (README)
     "default": DemoSize("medium", {"adi-cnn": 12, "sre-cnn": 12, "st-base": 6, "st-large": 4}, 3),
     # the training presets in full and 5 seeds, as the paper
     "full": DemoSize("medium", {"adi-cnn": 12, "sre-cnn": 12, "st-base": 20, "st-large": 10}, 5),
@@ -82,13 +82,17 @@ def _task_manifest(manifest: Manifest) -> Manifest:
 #: The real pretrained models the demo analyses beside the paper's four architectures (models.PRETRAINED
 #: less crepe-full, CREPE's 22M-parameter capacity: its tiny one is the same architecture).
 DEMO_PRETRAINED: tuple[str, ...] = ("resemblyzer", "silero-vad", "crepe-tiny", "pesto")
+#: Build options of the demo's pretrained models: the pitch trackers every 80 ms instead of their own
+#: 10 ms (utterance-level pooling needs no finer grid; at 10 ms their extraction alone, features and
+#: R.INIT, took about 30 (CREPE-tiny) and 19 (PESTO) minutes of the demo on 2 cores).
+DEMO_OPTIONS: dict[str, dict[str, Any]] = {"crepe-tiny": {"hop": 1280}, "pesto": {"hop": 1280}}
 
 
 def _model(name: str, size: DemoSize, manifest_path: Path, out: Path) -> torch.nn.Module | None:
     """A trained (or pretrained) model, from the cache when there."""
     if name in DEMO_PRETRAINED:
         try:
-            return models.build(name)
+            return models.build(name, **DEMO_OPTIONS.get(name, {}))
         except FileNotFoundError as e:  # its wheel is not installed
             logger.warning("%s skipped: %s", name, e)
             return None

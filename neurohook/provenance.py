@@ -50,8 +50,9 @@ def _code_digest(model: nn.Module) -> str:
 
 
 def model_fingerprint(model: nn.Module) -> dict[str, str]:
-    """``{"class", "name", "state", "code"}``: the class path, the model's name, SHA-256 of its
-    state_dict and of the source of neurohook's module classes in it.
+    """``{"class", "name", "state", "code", "config"}``: the class path, the model's name, SHA-256 of its
+    state_dict and of the source of neurohook's module classes in it, and its ``config`` (settings
+    outside the state_dict, e.g. a front-end's hop).
 
     The state hash covers every parameter and buffer (name, dtype, shape and bytes) and the code hash
     the front-ends and forward passes of neurohook's models, so two models differ in the fingerprint
@@ -68,7 +69,7 @@ def model_fingerprint(model: nn.Module) -> dict[str, str]:
             digest.update(repr(value).encode("utf-8"))
     cls = type(model)
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "name": str(getattr(model, "name", cls.__name__)),
-            "state": digest.hexdigest(), "code": _code_digest(model)}
+            "state": digest.hexdigest(), "code": _code_digest(model), "config": _describe(getattr(model, "config", None))}
 
 
 def _describe(value: Any) -> Any:
@@ -123,7 +124,10 @@ def compare_run(stored: Mapping[str, Any], run: Mapping[str, Any]) -> str | None
     if not isinstance(old, Mapping):
         return "was written without a fingerprint (an older neurohook or another tool)"
     if old.get("model") != run["model"]:
-        return f"was written by {_model_words(old.get('model') or {})}; this run uses {_model_words(run['model'])}"
+        was, now = dict(old.get("model") or {}), dict(run["model"])
+        if {k: v for k, v in was.items() if k != "config"} == {k: v for k, v in now.items() if k != "config"}:
+            return f"was written by model {now.get('name')} with config {was.get('config')}; this run's is {now.get('config')}"
+        return f"was written by {_model_words(was)}; this run uses {_model_words(now)}"
     if old.get("layers") != run["layers"]:
         def words(specs: Any) -> str:
             return ", ".join(f"{s.get('name')} ({s.get('pooling')})" for s in specs or [])

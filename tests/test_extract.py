@@ -171,3 +171,17 @@ def test_the_state_hash_covers_zero_dimensional_buffers():
     before = provenance.model_fingerprint(bn)["state"]
     bn.num_batches_tracked += 1
     assert provenance.model_fingerprint(bn)["state"] != before
+
+
+def test_a_front_end_setting_outside_the_state_dict_is_another_configuration(corpus, tmp_path):
+    from neurohook import models
+    from neurohook.errors import FolderConflictError
+    from neurohook.extract import extract
+
+    manifest = read_manifest(corpus / "manifest.csv")
+    run = dict(batch_size=4, shard_size=6, progress=False)
+    extract(models.build("silero-vad", pretrained=False, seed=0), manifest, tmp_path / "out", ["lstm"], **run)
+    other = models.build("silero-vad", pretrained=False, seed=0)
+    other.config = {**other.config, "note": "another front-end"}  # same weights and code, other settings
+    with pytest.raises(FolderConflictError, match="config"):
+        extract(other, manifest, tmp_path / "out", ["lstm"], **run)

@@ -13,7 +13,8 @@ import torch
 
 from helpers import assert_one_line, cli, mtimes, write_corpus
 from neurohook.features import Features
-from neurohook.models.resemblyzer import WeightsNotFoundError, weights_path
+from neurohook.models.resemblyzer import weights_path
+from neurohook.models.wheels import WeightsNotFoundError
 
 
 @pytest.fixture(scope="module")
