@@ -56,7 +56,7 @@ SIZES: dict[str, DemoSize] = {
     # a smoke test: the small corpus (288 utterances), one training epoch, one seed
     "tiny": DemoSize("small", {"adi-cnn": 1, "sre-cnn": 1, "st-base": 1, "st-large": 1}, 1),
     # the default: the medium corpus (1536 utterances, 12 speakers a language: speaker-disjoint
-    # splits for every task), short training, 3 seeds; about 40 minutes on 2 cores from nothing (README)
+    # splits for every task), short training, 3 seeds; about 46 minutes on 2 cores from nothing (README)
     "default": DemoSize("medium", {"adi-cnn": 12, "sre-cnn": 12, "st-base": 6, "st-large": 4}, 3),
     # the training presets in full and 5 seeds, as the paper
     "full": DemoSize("medium", {"adi-cnn": 12, "sre-cnn": 12, "st-base": 20, "st-large": 10}, 5),
@@ -79,9 +79,8 @@ def _task_manifest(manifest: Manifest) -> Manifest:
     return Manifest(records, manifest.label_columns)
 
 
-#: The real pretrained models the demo analyses beside the paper's four architectures (models.PRETRAINED
-#: less crepe-full, CREPE's 22M-parameter capacity: its tiny one is the same architecture).
-DEMO_PRETRAINED: tuple[str, ...] = ("resemblyzer", "silero-vad", "crepe-tiny", "pesto")
+#: The real pretrained models the demo analyses beside the paper's four architectures: all of them.
+DEMO_PRETRAINED: tuple[str, ...] = models.PRETRAINED
 #: Build options of the demo's pretrained models: the pitch trackers every 80 ms instead of their own
 #: 10 ms (utterance-level pooling needs no finer grid; at 10 ms their extraction alone, features and
 #: R.INIT, took about 30 (CREPE-tiny) and 19 (PESTO) minutes of the demo on 2 cores).

