@@ -27,7 +27,7 @@ from neurohook.features import Features
 from neurohook.hooks.edit import Edits
 from neurohook.hooks.layouts import OutputSelector
 
-__all__ = ["Ablation", "layer_means", "unit_masks", "units_of"]
+__all__ = ["Ablation", "layer_means", "replace_units", "unit_masks", "units_of"]
 
 MODES = ("zero", "mean")
 
@@ -95,6 +95,8 @@ class Ablation:
             default the layouts the Recorder read, stored in the features' spans).
     """
 
+    _grows = False  # whether an edit may add rows (neurohook.branching.Branches)
+
     def __init__(self, model: nn.Module, features: Features, neurons: Sequence[int] | np.ndarray = (), *,
                  mode: str = "zero", means: Mapping[str, Any] | None = None, masks: Mapping[str, Any] | None = None,
                  output: OutputSelector = None, layout: Mapping[str, str] | None = None,
@@ -119,7 +121,7 @@ class Ablation:
                        for k in masks}
         recorded = {k: spans[k].layout for k in masks if spans[k].layout not in ("", "packed")}
         self._edits = Edits(model, {k: self._edit(k) for k in masks}, output=output,
-                            layout={**recorded, **(layout or {})}, conv2d_layout=conv2d_layout)
+                            layout={**recorded, **(layout or {})}, conv2d_layout=conv2d_layout, grow=self._grows)
 
     def __enter__(self) -> "Ablation":
         self._edits.__enter__()
@@ -139,9 +141,15 @@ class Ablation:
             if frames.shape[0] % R:
                 raise ValueError(f"layer {layer!r}: batch {frames.shape[0]} is not a multiple of {R} replicas")
             view = frames.unflatten(0, (R, frames.shape[0] // R))  # (R, B, T, *F)
-            keep = ~mask.view(R, 1, 1, *F)
-            value = self.values[layer]
-            fill = torch.zeros((), dtype=frames.dtype, device=frames.device) if value is None else \
-                value.to(frames.device, frames.dtype).view(1, 1, 1, *F)
-            return torch.where(keep, view, fill).flatten(0, 1)
+            return replace_units(view, mask, self.values[layer]).flatten(0, 1)
         return edit
+
+
+def replace_units(view: Tensor, mask: Tensor, value: Tensor | None) -> Tensor:
+    """``view`` (R, B, T, *F) with the units ``mask`` (R, prod(F)) marks in replica r set to ``value``
+    (prod(F),) or zero; a new tensor."""
+    F = view.shape[3:]
+    keep = ~mask.to(view.device).view(mask.shape[0], 1, 1, *F)
+    fill = torch.zeros((), dtype=view.dtype, device=view.device) if value is None else \
+        value.to(view.device, view.dtype).view(1, 1, 1, *F)
+    return torch.where(keep, view, fill)

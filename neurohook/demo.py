@@ -119,9 +119,9 @@ def _features(model: torch.nn.Module, manifest: Manifest, out: Path) -> Features
 
 
 #: Encoded vs used (``neurohook intervene``) in the demo: the property whose probe ranks the neurons, the
-#: model's own metric, replicas per forward (1: Resemblyzer packs its batches), and what to erase where.
+#: model's own metric, variants per forward (None: all), and what to erase where.
 INTERVENTIONS = {"adi-cnn": ("accent", "accuracy", None, None), "sre-cnn": ("speaker", "eer", None, ("gender", "fc1")),
-                 "resemblyzer": ("speaker", "eer", 1, None)}
+                 "resemblyzer": ("speaker", "eer", None, None)}
 
 
 def _interventions(name: str, model: torch.nn.Module, manifest: Manifest, feats: Features) -> dict[str, Any]:

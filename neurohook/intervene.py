@@ -2,10 +2,13 @@
 
 :func:`ablation_curve` measures, for each k, the model's own metric with the top-k, bottom-k and
 random-k neurons of a ranking ablated (:class:`neurohook.Ablation`), random over several draws. All
-variants of one batch run together: the batch is replicated along the batch axis and replica r
-ablates variant r's units (``max_replicas`` bounds the replicas per forward; 1 is the plain loop).
-Compute still grows with the number of variants: on CPU replication saves the per-forward overhead
-(1.4x faster than the loop for adi-cnn, ``benchmarks/bench_intervene.py``), not the arithmetic.
+variants of one utterance run in one forward by prefix sharing (:mod:`neurohook.branching`): the
+layers before a variant's first edited layer run once for all, so a curve over late layers costs
+little more than one plain pass, and one over every layer (random draws touch the first layers) about
+a third of one forward per variant (``benchmarks/bench_intervene.py``: measured ratios in README).
+Where a model's forward does not fit, each utterance is replicated along the batch axis instead,
+replica r ablating variant r's units (``share_prefix=False``: padded batches replicated, ``max_replicas``
+variants per forward, 1 the plain loop); compute then grows with the variants.
 Metrics map the model outputs of every utterance to one number: :func:`accuracy` and :func:`macro_f1`
 of a classifier's logits, :func:`sv_eer` of an embedding on verification trials.
 
@@ -28,11 +31,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import warnings
+
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from neurohook.ablate import Ablation, layer_means, unit_masks
+from neurohook.branching import BranchError, Branches
 from neurohook.features import Features
 from neurohook.intervals import N_BOOT, percentile_interval, replicate_means
 from neurohook.results import JSONResult
@@ -176,20 +182,62 @@ def _default_forward(model: nn.Module, wave: Tensor, lengths: Tensor | None) -> 
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+def _replicated(model: nn.Module, forward: Callable, wave: Tensor, lengths: Tensor | None, masks: dict[str, np.ndarray],
+                r: int, options: dict[str, Any]) -> list[np.ndarray]:
+    """Outputs (B, C) of r variants: the batch replicated r times, replica j ablating masks' row j."""
+    B = wave.shape[0]
+    waves = wave.repeat(r, *([1] * (wave.dim() - 1)))
+    lens = None if lengths is None else lengths.repeat(r)
+    with torch.no_grad(), Ablation(model, masks=masks, **options):
+        out = forward(model, waves, lens).detach().float().cpu().numpy()
+    return [out[j * B : (j + 1) * B] for j in range(r)]
+
+
+def _utterances(wave: Tensor, lengths: Tensor | None) -> list[tuple[Tensor, Tensor | None]]:
+    """A batch as single utterances (B = 1), a (B, S) batch trimmed to each length (no padding)."""
+    if lengths is None:
+        return [(wave[i : i + 1], None) for i in range(wave.shape[0])]
+    return [(wave[i : i + 1, : int(n)] if wave.dim() == 2 else wave[i : i + 1], lengths[i : i + 1])
+            for i, n in enumerate(lengths.tolist())]
+
+
+def _branched(model: nn.Module, forward: Callable, wave: Tensor, lengths: Tensor | None, masks: dict[str, np.ndarray],
+              r: int, options: dict[str, Any], check: bool = False) -> list[np.ndarray]:
+    """Outputs (B, C) of r variants by prefix sharing (:class:`neurohook.branching.Branches`). ``check``:
+    also run three variants replicated and raise BranchError where the two ways disagree (beyond
+    float32 rounding)."""
+    with torch.no_grad(), Branches(model, masks=masks, **options) as br:
+        br.start(wave.shape[0])
+        outs = [o.detach().float().cpu().numpy() for o in br.split(forward(model, wave, lengths))]
+    if check:
+        pick = sorted({0, r // 2, r - 1})
+        ref = _replicated(model, forward, wave, lengths, {k: m[pick] for k, m in masks.items()}, len(pick), options)
+        for j, o in zip(pick, ref):
+            scale = float(np.abs(o).max()) or 1.0
+            if not np.allclose(outs[j], o, rtol=1e-4, atol=1e-4 * scale):
+                raise BranchError(f"variant {j}: prefix sharing gives other outputs than replication "
+                                  f"(max difference {float(np.abs(outs[j] - o).max()):.3g})")
+    return outs
+
+
 def ablation_curve(model: nn.Module, data: Iterable[tuple[Sequence[Any], Tensor, Tensor | None]], ranking: Any,
                    ks: Sequence[int], metric: Metric, draws: int = 5, *, features: Features, mode: str = "zero",
                    means: Mapping[str, Any] | None = None, seed: int = 0,
                    forward: Callable[[nn.Module, Tensor, Tensor | None], Tensor] | None = None,
                    max_replicas: int | None = None, groups: Mapping[Any, Any] | None = None, n_boot: int = N_BOOT,
-                   **ablation_options: Any) -> AblationCurve:
+                   share_prefix: bool = True, **ablation_options: Any) -> AblationCurve:
     """The model's ``metric`` with the top-k, bottom-k and ``draws`` random-k columns of ``ranking`` ablated.
 
     ``data`` yields (ids, waves (B, ...), lengths (B,) or None); ``ranking`` (K,) Features columns, best
     first; ``forward(model, waves, lengths)`` returns the outputs the metric reads, (B, C) logits or
-    (B, E) embeddings (default: ``model(waves, lengths)``, item 0 of a tuple). ``max_replicas``: variants
-    per forward (default: ``ROWS_PER_FORWARD // B``; all variants are 1 + len(ks) * (2 + draws)).
-    ``groups`` maps ids to resampling units of the intervals (speakers; default: utterances), ``n_boot``
-    their replicates (0: none). ``ablation_options`` go to :class:`Ablation`.
+    (B, E) embeddings (default: ``model(waves, lengths)``, item 0 of a tuple). All variants are
+    1 + len(ks) * (2 + draws). ``share_prefix``: run them by prefix sharing (:mod:`neurohook.branching`,
+    one utterance per forward, all variants at once unless ``max_replicas``), checked on the first batch
+    against replication and replaced by it (with a warning) where the model does not fit. Otherwise
+    (or then) the batch is replicated, ``max_replicas`` variants per forward (default
+    ``ROWS_PER_FORWARD // B``; 1 is the plain loop). ``groups`` maps ids to resampling units of the
+    intervals (speakers; default: utterances), ``n_boot`` their replicates (0: none).
+    ``ablation_options`` go to :class:`Ablation`.
     """
     order = np.asarray(ranking, dtype=np.int64).reshape(-1)
     if any(not 0 < k <= len(order) for k in ks):
@@ -197,24 +245,36 @@ def ablation_curve(model: nn.Module, data: Iterable[tuple[Sequence[Any], Tensor,
     forward = forward or _default_forward
     if mode == "mean" and means is None:
         means = layer_means(features)  # once, not per forward
+    options = dict(features=features, mode=mode, means=means, **ablation_options)
     variants = _variants(order, ks, draws, seed)
     masks = unit_masks(features, variants)
     R = len(variants)
     outputs: list[list[np.ndarray]] = [[] for _ in range(R)]
     ids: list[Any] = []
+    branch, first = share_prefix, True
     for batch_ids, wave, lengths in data:
         ids += list(batch_ids)
-        B = len(batch_ids)
-        step = max(1, ROWS_PER_FORWARD // B) if max_replicas is None else max(1, int(max_replicas))
-        for a in range(0, R, step):
-            r = min(step, R - a)
-            part = {layer: m[a : a + r] for layer, m in masks.items()}
-            waves = wave.repeat(r, *([1] * (wave.dim() - 1)))
-            lens = None if lengths is None else lengths.repeat(r)
-            with torch.no_grad(), Ablation(model, features, masks=part, mode=mode, means=means, **ablation_options):
-                out = forward(model, waves, lens).detach().float().cpu().numpy()
-            for j in range(r):
-                outputs[a + j].append(out[j * B : (j + 1) * B])
+        for w, n in _utterances(wave, lengths) if share_prefix else [(wave, lengths)]:
+            if branch:
+                step = R if max_replicas is None else max(1, int(max_replicas))
+            else:
+                step = max(1, ROWS_PER_FORWARD // w.shape[0]) if max_replicas is None else max(1, int(max_replicas))
+            for a in range(0, R, step):
+                r = min(step, R - a)
+                part = {layer: m[a : a + r] for layer, m in masks.items()}
+                outs = None
+                if branch:
+                    try:
+                        outs = _branched(model, forward, w, n, part, r, options, check=first)
+                    except RuntimeError as e:  # BranchError, or the model's own shape error
+                        warnings.warn(f"prefix sharing does not fit this model ({e}); replicating the input instead",
+                                      stacklevel=2)
+                        branch = False
+                    first = False
+                if outs is None:
+                    outs = _replicated(model, forward, w, n, part, r, options)
+                for j, o in enumerate(outs):
+                    outputs[a + j].append(o)
     stacked = [np.concatenate(o) for o in outputs]
     scores = [metric(o, ids) for o in stacked]
     per_k = np.array(scores[1:]).reshape(len(ks), 2 + draws)

@@ -81,7 +81,7 @@ def encoded_vs_used(model: Any, manifest: Any, features: Features, column: str, 
     """Ablation curve of the model's own ``metric`` ("accuracy" of its head on ``column``'s classes, or
     "eer" of its embedding on trials among the test speakers) for the neurons a probe on ``column`` ranks.
 
-    ``max_replicas=1`` for models that pack padded batches (PackedSequence) before the ablated layers.
+    ``max_replicas``: variants per forward (default all, :func:`neurohook.intervene.ablation_curve`).
     """
     rows, ids, y, spk = _rows(manifest, features, column, speaker_column)
     strata = np.zeros(len(y)) if metric == "eer" else y  # SV: any speakers; accuracy: stratified by class

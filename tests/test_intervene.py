@@ -198,8 +198,10 @@ def test_top_k_of_the_models_own_probe_ranking_hurts_more_than_random_k():
     assert curve.reference_ci[0] <= curve.reference <= curve.reference_ci[1]
     for point, ci in zip(curve.top + curve.random, curve.top_ci + curve.random_ci):
         assert ci[0] <= point + 1e-9 and point - 1e-9 <= ci[1]
-    looped = ablation_curve(model, data, order, max_replicas=1, **run)
-    assert looped.to_dict() == curve.to_dict()  # one forward for all variants equals one per variant
+    looped = ablation_curve(model, data, order, max_replicas=1, share_prefix=False, **run)
+    assert looped.to_dict() == curve.to_dict()  # prefix sharing equals one plain forward per variant
+    replicated = ablation_curve(model, data, order, share_prefix=False, **run)
+    assert replicated.to_dict() == curve.to_dict()  # and the batch replicated, one mask per replica
     f1 = ablation_curve(model, data[:2], order, ks=[4], metric=macro_f1(labels), draws=2, features=feats)
     assert f1.metric == "macro_f1" and 0 <= f1.top[0] <= f1.reference <= 1
 

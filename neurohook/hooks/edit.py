@@ -65,15 +65,18 @@ class Edits:
 
     Args:
         model: any ``nn.Module``.
-        edits: ``{layer name: edit}``; an edit maps frames (B, T, *F) to frames of the same shape.
+        edits: ``{layer name: edit}``; an edit maps frames (B, T, *F) to frames of the same shape
+            (or more rows, ``grow``).
         output: which part of each layer's output to edit (as the Recorder's ``output``).
         layout: ``{layer: layout}`` where it cannot be inferred (as the Recorder's overrides).
         conv2d_layout: the layout assumed for 2-D convolutions, as in the Recorder.
+        grow: an edit may return more rows than it got (prefix sharing, :mod:`neurohook.branching`);
+            packed sequences cannot grow.
     """
 
     def __init__(self, model: nn.Module, edits: Mapping[str, FrameEdit], *, output: OutputSelector = None,
-                 layout: Mapping[str, str] | None = None, conv2d_layout: str = "BCFT") -> None:
-        self.model, self.output, self.conv2d_layout = model, output, conv2d_layout
+                 layout: Mapping[str, str] | None = None, conv2d_layout: str = "BCFT", grow: bool = False) -> None:
+        self.model, self.output, self.conv2d_layout, self.grow = model, output, conv2d_layout, grow
         self.layouts = dict(layout or {})
         self._modules = {name: find_layers(model, [name])[0][1] for name in edits}
         self._edits = dict(edits)
@@ -106,6 +109,8 @@ class Edits:
     def _apply(self, name: str, module: nn.Module, y: Tensor | PackedSequence) -> Tensor | PackedSequence:
         """The edited tensor, in the layout it came in."""
         if isinstance(y, PackedSequence):  # packed rows are frames of one utterance-less batch
+            if self.grow:
+                raise RuntimeError(f"layer {name!r} outputs a PackedSequence: its batch cannot grow")
             data = self._edits[name](y.data[None])[0]
             return PackedSequence(data, y.batch_sizes, y.sorted_indices, y.unsorted_indices)
         layout = self.layouts.get(name) or infer_layout(module, y.dim(), self.conv2d_layout)
@@ -116,7 +121,8 @@ class Edits:
             raise ValueError(f"layer {name!r}: layout {layout!r} does not fit output shape {tuple(y.shape)}")
         frames = to_frames(y, layout)
         edited = self._edits[name](frames)
-        if edited.shape != frames.shape:
+        grown = self.grow and edited.shape[1:] == frames.shape[1:] and edited.shape[0] >= frames.shape[0]
+        if edited.shape != frames.shape and not grown:
             raise ValueError(f"layer {name!r}: the edit returned shape {tuple(edited.shape)} for frames "
                              f"{tuple(frames.shape)}")
         return from_frames(edited, layout).contiguous()
