@@ -28,15 +28,14 @@ import torch
 from torch import Tensor, nn
 
 from neurohook.errors import UserInputError
-from neurohook.models.base import ProbeLayers, SpeechModel
-from neurohook.models.thirdparty import conv_lengths, discover
+from neurohook.models.thirdparty import DiscoveredEncoder
 
 __all__ = ["HFSpeechModel", "INSTALL_HINT", "load_hf"]
 
 INSTALL_HINT = 'pip install "neurohook[hf]"  (or: pip install transformers)'
 
 
-class HFSpeechModel(SpeechModel):
+class HFSpeechModel(DiscoveredEncoder):
     """A Hugging Face wav2vec2-style encoder on waveforms (B, samples) -> last hidden state (B, frames, D).
 
     Layers are named as in the wrapped model under ``model.`` (``model.encoder.layers.3``).
@@ -46,30 +45,10 @@ class HFSpeechModel(SpeechModel):
         super().__init__()
         self.model = model
         self.config = {"name": f"hf:{source}" if source else type(model).__name__}
-        self.discovered = discover(self)
+        self.discover_layers()
         norm = getattr(model.config, "feat_extract_norm", "layer")
         self.uses_attention_mask = norm == "layer"
         self.padding_invariant = self.uses_attention_mask
-
-    def frame_lengths(self, lengths: Tensor) -> Tensor:
-        """Frames (B,) after the conv feature encoder (about one per 20 ms)."""
-        return conv_lengths(lengths, self.discovered.kernels, self.discovered.strides)
-
-    @property
-    def min_samples(self) -> int:
-        """Fewest samples that give one frame after the conv feature encoder (400 for wav2vec2)."""
-        n = 1
-        for k, s in zip(reversed(self.discovered.kernels), reversed(self.discovered.strides)):
-            n = (n - 1) * s + k
-        return n
-
-    def layer_lengths(self, layer: str, lengths: Tensor) -> Tensor:
-        """Valid frames (B,) of a conv block or transformer layer."""
-        return self.discovered.lengths_fn(layer)(lengths)
-
-    def probe_spec(self, include_cnn: bool = True) -> ProbeLayers:
-        """Conv feature-encoder blocks and transformer layers, mean-pooled."""
-        return self.discovered.probe_spec(include_cnn)
 
     def forward(self, waves: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Waveforms (B, samples), lengths (B,) -> last hidden state (B, frames, D)."""

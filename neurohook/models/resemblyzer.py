@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torchaudio
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from neurohook.models.rnn import split_rnn
 from neurohook.models.base import ProbeLayers, SpeechModel
@@ -146,12 +146,13 @@ class ResemblyzerEncoder(SpeechModel):
         """Waveforms (B, samples), lengths (B,) -> L2-normalised embeddings (B, 256)."""
         lens = self.valid_lengths(waves, lengths)
         mels, fl = self.frontend(waves, lens)
-        if bool((fl == mels.shape[1]).all()):
-            _, (h, _) = self.lstm(mels)
-        else:
-            packed = pack_padded_sequence(mels, fl.cpu(), batch_first=True, enforce_sorted=False)
-            _, (h, _) = self.lstm(packed)
-        e = self.projection(h[-1])
+        whole = bool((fl == mels.shape[1]).all())
+        x = mels if whole else pack_padded_sequence(mels, fl.cpu(), batch_first=True, enforce_sorted=False)
+        for layer in self.lstm.layers:  # the last layer's output at each last valid frame: its final state
+            x, _ = layer(x)  # (h_n[-1] of the package), read from the output an ablation edits
+        out = x if whole else pad_packed_sequence(x, batch_first=True)[0]
+        last = (fl - 1).repeat(out.shape[0] // len(fl))  # rows grow in blocks of B under prefix sharing
+        e = self.projection(out[torch.arange(out.shape[0]), last])
         return e / e.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
 

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from neurohook.lengths import conv_out_lengths
 from neurohook.models.base import ProbeLayers, SpeechModel
 
-__all__ = ["BUNDLES", "TORCHAUDIO_MODELS", "DiscoveredLayers", "TorchaudioSSL", "conv_lengths", "discover", "build_torchaudio"]
+__all__ = ["BUNDLES", "TORCHAUDIO_MODELS", "DiscoveredEncoder", "DiscoveredLayers", "TorchaudioSSL", "conv_lengths", "discover", "build_torchaudio"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,26 +132,21 @@ def discover(root: nn.Module) -> DiscoveredLayers:
     return DiscoveredLayers(prefix, conv, layers, kernels, strides)
 
 
-class TorchaudioSSL(SpeechModel):
-    """A torchaudio wav2vec2/HuBERT/WavLM model on waveforms (B, samples) -> last layer (B, frames, D)."""
+class DiscoveredEncoder(SpeechModel):
+    """What a wrapped wav2vec2-style encoder (conv feature encoder, then transformer layers) knows of its
+    layers from :func:`discover`: frames per layer and the probed layers. Subclasses set ``self.model``
+    and call :meth:`discover_layers`, and define ``forward``."""
 
-    def __init__(self, name: str, model: nn.Module) -> None:
-        super().__init__()
-        self.name = name
-        self.config = {"name": name}
-        self.model = model
+    def discover_layers(self) -> None:
         self.discovered = discover(self)
-        # Group norm over time in the first conv block (the *_base models) and models run without
-        # lengths see the zero padding (pytorch/audio#2242): their outputs depend on the batch.
-        self.padding_invariant = name not in NO_LENGTHS and not any(isinstance(m, nn.GroupNorm) for m in model.modules())
 
     def frame_lengths(self, lengths: Tensor) -> Tensor:
-        """Frames (B,) after the CNN feature extractor (about one per 20 ms)."""
+        """Frames (B,) after the conv feature encoder (about one per 20 ms)."""
         return conv_lengths(lengths, self.discovered.kernels, self.discovered.strides)
 
     @property
     def min_samples(self) -> int:
-        """Fewest samples that give one frame after the CNN feature extractor (400 for wav2vec2)."""
+        """Fewest samples that give one frame after the conv feature encoder (400 for wav2vec2)."""
         n = 1
         for k, s in zip(reversed(self.discovered.kernels), reversed(self.discovered.strides)):
             n = (n - 1) * s + k
@@ -162,8 +157,22 @@ class TorchaudioSSL(SpeechModel):
         return self.discovered.lengths_fn(layer)(lengths)
 
     def probe_spec(self, include_cnn: bool = True) -> ProbeLayers:
-        """CNN feature-extractor blocks and transformer layers, mean-pooled."""
+        """Conv feature-encoder blocks and transformer layers, mean-pooled."""
         return self.discovered.probe_spec(include_cnn)
+
+
+class TorchaudioSSL(DiscoveredEncoder):
+    """A torchaudio wav2vec2/HuBERT/WavLM model on waveforms (B, samples) -> last layer (B, frames, D)."""
+
+    def __init__(self, name: str, model: nn.Module) -> None:
+        super().__init__()
+        self.name = name
+        self.config = {"name": name}
+        self.model = model
+        self.discover_layers()
+        # Group norm over time in the first conv block (the *_base models) and models run without
+        # lengths see the zero padding (pytorch/audio#2242): their outputs depend on the batch.
+        self.padding_invariant = name not in NO_LENGTHS and not any(isinstance(m, nn.GroupNorm) for m in model.modules())
 
     def forward(self, waves: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Waveforms (B, samples), lengths (B,) -> last transformer layer (B, frames, D)."""
