@@ -27,8 +27,9 @@ from neurohook.intervene import ablation_curve
 from neurohook.models import build, probe_layers
 
 
-def first_output(outputs: np.ndarray, ids) -> float:
-    return float(outputs[:, 0].mean())
+def mean_output(outputs: np.ndarray, ids) -> float:
+    """A continuous metric (any difference between two ways shows): the mean of every output."""
+    return float(outputs.mean())
 
 
 def setting(name: str, quick: bool):
@@ -66,7 +67,7 @@ def curves(name: str, quick: bool) -> dict:
     out: dict = {"neurons": int(feats.shape[1]), "plain_pass_s": t_plain}
     for label, order in rankings.items():
         ks = np.unique(np.geomspace(max(1, len(order) // 200), len(order) // 2, 10).round().astype(int)).tolist()
-        run = dict(ks=ks, metric=first_output, draws=5, features=feats, forward=forward, n_boot=0)
+        run = dict(ks=ks, metric=mean_output, draws=5, features=feats, forward=forward, n_boot=0)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             shared, t_shared = timed(lambda: ablation_curve(model, data, order, **run))

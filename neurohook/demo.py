@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,7 +188,7 @@ def run_demo(out_dir: str | Path = "neurohook-demo", size: str = "default", seed
         timings[f"{name}_extract_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         entry = analyze_model(feats, tasks_manifest, TASKS, speaker_column="speaker", sv=True,
-                              rinit_features=rinit, seeds=tuple(range(n_seeds)))
+                              rinit_features=rinit, seeds=tuple(range(n_seeds)), n_jobs=os.cpu_count() or 1)
         entry["trained_for"] = TRAINED_FOR.get(name)
         timings[f"{name}_analysis_s"] = time.perf_counter() - t0
         if wanted:

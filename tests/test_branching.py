@@ -138,3 +138,29 @@ def test_adi_cnn_curves_agree_both_ways_on_padded_batches():
     replicated = ablation_curve(model, data, order, share_prefix=False, **run)
     np.testing.assert_allclose(shared.top + shared.bottom + shared.random,
                                replicated.top + replicated.bottom + replicated.random, rtol=1e-4, atol=1e-5)
+
+
+def test_resemblyzer_fits_prefix_sharing_and_its_last_lstm_layer_reaches_the_embedding():
+    from neurohook.models import build, probe_layers
+
+    model = build("resemblyzer", pretrained=False).eval()
+    g = torch.Generator().manual_seed(0)
+    waves = torch.randn(4, 12000, generator=g) * 0.1
+    lengths = torch.tensor([12000, 9000, 12000, 7000])
+    data = [([f"u{i}" for i in range(a, a + 2)], waves[a : a + 2], lengths[a : a + 2]) for a in (0, 2)]
+    spec = probe_layers(model)
+    feats = features_of(model, spec.layers, data, pooling=spec.pooling, overrides=spec.overrides)
+    last = feats.columns("lstm.layers.2")
+    with torch.no_grad():
+        plain = model(waves, lengths)
+        with Ablation(model, feats, neurons=last[:64]):
+            cut = model(waves, lengths)
+    assert (plain - cut).abs().max() > 1e-3  # the embedding reads the last layer's (edited) output
+    order = np.random.default_rng(0).permutation(feats.shape[1])
+    run = dict(ks=[4, 200], metric=logit0, draws=2, features=feats, n_boot=0,
+               forward=lambda m, w, n: m.embed(w, n) if hasattr(m, "embed") else m(w, n))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shared = ablation_curve(model, data, order, **run)
+    looped = ablation_curve(model, data, order, share_prefix=False, max_replicas=1, **run)  # packs: one per forward
+    np.testing.assert_allclose(shared.top + shared.random, looped.top + looped.random, rtol=1e-4, atol=1e-5)

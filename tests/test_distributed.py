@@ -64,3 +64,28 @@ def test_two_torchrun_processes_give_the_analysis_of_one(tmp_path):
     logs = {p.parent.name: p.read_text() for p in (tmp_path / "logs").rglob("stderr.log")}
     ran = {rank: [t for t in ("gender", "language", "channel") if f"{t} seed 0:" in text] for rank, text in logs.items()}
     assert ran == {"0": ["gender", "channel"], "1": ["language"]}, ran  # whole tasks, each on one rank
+
+
+def test_tasks_in_two_worker_processes_give_the_analysis_of_one(tmp_path):
+    import torch
+
+    from neurohook import ranking
+    from neurohook.analysis import analyze
+    from neurohook.data.manifest import read_manifest
+
+    feats_path, manifest_path = planted(tmp_path)
+    feats, manifest = Features.load(feats_path), read_manifest(manifest_path, check_files=False)
+    ids = [str(u) for u in feats.ids]
+    labels = {t: np.array([manifest[u].label(t) for u in ids]) for t in ("gender", "language", "channel")}
+    speakers = np.array([manifest[u].label("speaker") for u in ids])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' arithmetic: one thread each
+    ranking.set_num_threads(1)
+    try:
+        one = analyze(feats, labels, speakers=speakers, seeds=(0, 1))
+    finally:
+        torch.set_num_threads(threads)
+        ranking.set_num_threads(0)
+    two = analyze(feats, labels, speakers=speakers, seeds=(0, 1), n_jobs=2)
+    assert list(two.tasks) == ["gender", "language", "channel"]
+    assert two.to_dict() == one.to_dict()

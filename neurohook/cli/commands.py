@@ -183,7 +183,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     speakers = args.speaker_column or None
     entry = analyze_model(feats, manifest, args.tasks, speaker_column=speakers, sv=False, split_column=args.split_column,
                           rinit_features=rinit, seeds=tuple(range(args.seeds)), test_size=args.test_size,
-                          **probe_options(args))  # under torchrun: each rank its share of the tasks, all gathered
+                          n_jobs=args.jobs, **probe_options(args))  # under torchrun: each rank its share of the tasks, all gathered
     if context()[0] != 0:
         return 0  # rank 0 writes
     path = write_results({name: entry}, args.out)  # what is finished is written before the optional step
