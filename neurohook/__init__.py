@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it (imported on first access)
 _LAZY = {
     "Recorder": "neurohook.hooks",
-    "split_rnn": "neurohook.models.rnn",
+    "split_rnn": "neurohook.hooks.rnn",
     "Features": "neurohook.features",
     "LayerSpan": "neurohook.features",
     "LinearProbe": "neurohook.probe",

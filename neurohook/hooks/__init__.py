@@ -23,6 +23,6 @@ from __future__ import annotations
 from neurohook.hooks.layers import LayerNotFoundError, find_layers
 from neurohook.hooks.layouts import LAYOUTS, infer_layout
 from neurohook.hooks.recorder import Recorder
-from neurohook.models.rnn import StackedRNN, split_rnn
+from neurohook.hooks.rnn import StackedRNN, split_rnn
 
 __all__ = ["LAYOUTS", "LayerNotFoundError", "Recorder", "StackedRNN", "find_layers", "infer_layout", "split_rnn"]

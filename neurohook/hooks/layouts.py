@@ -20,7 +20,7 @@ from typing import Any, Union
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from neurohook.models.rnn import StackedRNN
+from neurohook.hooks.rnn import StackedRNN
 
 __all__ = ["LAYOUTS", "OutputSelector", "TIME_MODULES_1D", "TIME_MODULES_2D", "default_selector", "from_frames",
            "infer_layout", "select_output", "to_frames"]

@@ -29,7 +29,7 @@ import torchaudio
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from neurohook.models.rnn import split_rnn
+from neurohook.hooks.rnn import split_rnn
 from neurohook.models.base import ProbeLayers, SpeechModel
 from neurohook.models.wheels import wheel_file
 
