@@ -1,0 +1,127 @@
+"""Benchmark of feature extraction: the Recorder's cost over a plain forward, and 1 process vs 2 under torchrun.
+
+(a) In one process, batches of 8 clips through sre-cnn at paper size (1000-1000-1000-1500 filters,
+FC 1500 / 600: 6100 units, 11,100 columns with stats pooling) and torchaudio's wav2vec2_base
+(random weights; 7 conv blocks + 12 transformer layers, mean-pooled): the model's forward under
+``no_grad`` alone, then the same forward with a Recorder pooling every probed layer. The issue's
+target: the recorder's overhead <= 5 % of the forward.
+(b) ``neurohook extract`` over a manifest of the same clips (WAV files), one process (2 threads) vs
+``torchrun --nproc_per_node=2`` (one thread per process, torchrun's default), wall time of the whole
+command (imports and model build included, once per process) and utterances per second.
+Usage: python benchmarks/bench_extract.py [--quick]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from _harness import emit, parse_args
+from neurohook.hooks import Recorder
+from neurohook.models import build, probe_layers
+
+MODELS = {"sre-cnn": dict(size="paper"), "wav2vec2_base": {}}
+
+
+def clips(n: int, seconds: float) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(int(16000 * seconds * (0.75 + 0.25 * (i % 2))), generator=g) * 0.1 for i in range(n)]
+
+
+def batches(waves: list[torch.Tensor], size: int):
+    for a in range(0, len(waves), size):
+        part = waves[a : a + size]
+        lengths = torch.tensor([len(w) for w in part])
+        batch = torch.zeros(len(part), int(lengths.max()))
+        for i, w in enumerate(part):
+            batch[i, : len(w)] = w
+        yield [f"u{a + i}" for i in range(len(part))], batch, lengths
+
+
+def in_process(name: str, waves: list[torch.Tensor], repeats: int) -> dict:
+    model = build(name, **MODELS[name]).eval()
+    spec = probe_layers(model)
+    data = list(batches(waves, 8))
+
+    def plain() -> float:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for _, w, n in data:
+                model(w, n)
+        return time.perf_counter() - t0
+
+    def recorded() -> tuple[float, int]:
+        t0 = time.perf_counter()
+        with Recorder(model, spec.layers, spec.pooling, overrides=spec.overrides) as rec, torch.no_grad():
+            for ids, w, n in data:
+                with rec.batch(ids, lengths=n):
+                    model(w, n)
+        seconds = time.perf_counter() - t0
+        return seconds, int(rec.features().shape[1])
+
+    plain()  # warm-up
+    t_plain, t_rec = [], []
+    for _ in range(repeats):  # interleaved: both see the same machine state
+        t_plain.append(plain())
+        s, columns = recorded()
+        t_rec.append(s)
+    p, r = min(t_plain), min(t_rec)
+    return {"columns": columns, "plain_forward_s": p, "with_recorder_s": r, "utterances_per_s_plain": len(waves) / p,
+            "utterances_per_s_recorded": len(waves) / r, "recorder_overhead": r / p - 1, "target_overhead": 0.05}
+
+
+def cli_runs(name: str, waves: list[torch.Tensor], root: Path) -> dict:
+    wav_dir = root / "wav"
+    wav_dir.mkdir(exist_ok=True)
+    rows = ["utt_id,path"]
+    for i, w in enumerate(waves):
+        sf.write(wav_dir / f"u{i}.wav", w.numpy(), 16000)
+        rows.append(f"u{i},{wav_dir / f'u{i}.wav'}")
+    (root / "m.csv").write_text("\n".join(rows) + "\n")
+    args = ["extract", "--model", name, "--manifest", str(root / "m.csv"), "--shard-size", str(max(1, len(waves) // 4))]
+    if name == "sre-cnn":
+        args += ["--size", "paper"]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = {}
+    for label, cmd in (("one_process", [sys.executable, "-m", "neurohook"]),
+                       ("torchrun_2", [str(torchrun), "--nproc_per_node=2", "--master_port=29531", "-m", "neurohook"])):
+        target = root / f"out-{label}"
+        shutil.rmtree(target, ignore_errors=True)
+        t0 = time.perf_counter()
+        run = subprocess.run([*cmd, *args, "--out", str(target)], cwd=root, capture_output=True, text=True,
+                             env={k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"})
+        seconds = time.perf_counter() - t0
+        if run.returncode != 0:
+            raise RuntimeError(f"{label}: {run.stderr[-2000:]}")
+        out[label] = {"wall_s": seconds, "utterances_per_s": len(waves) / seconds}
+    a = np.load(root / "out-one_process" / "features.npz")["values"]
+    b = np.load(root / "out-torchrun_2" / "features.npz")["values"]
+    out["speedup"] = out["one_process"]["wall_s"] / out["torchrun_2"]["wall_s"]
+    out["max_difference"] = float(np.abs(a - b).max())
+    return out
+
+
+def main() -> None:
+    args = parse_args(__doc__)
+    n, seconds, repeats = (8, 1.0, 1) if args.quick else (32, 4.0, 3)
+    waves = clips(n, seconds)
+    results = {"utterances": n, "seconds_each": f"{0.75 * seconds:g}-{seconds:g}", "threads": torch.get_num_threads(),
+               "in_process": {}, "extract_cli": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in MODELS:
+            results["in_process"][name] = in_process(name, waves, repeats)
+            results["extract_cli"][name] = cli_runs(name, waves, Path(tmp))
+    emit("extract", results)
+
+
+if __name__ == "__main__":
+    main()
