@@ -69,6 +69,27 @@ def _time_mask(lengths: Tensor, start: int, stop: int, n_feature_dims: int) -> T
     return mask.reshape(mask.shape + (1,) * n_feature_dims)
 
 
+def _unmasked_moments(x: Tensor, frames: int, step: int, dtype: torch.dtype, need_m2: bool) -> BatchMoments:
+    """Count, mean and M2 over frames [0, frames) of every item of x (B, T, *F), ``step`` frames at a
+    time: each chunk in one fused pass (``torch.var_mean``: Welford, accurate for offset data), the
+    chunks merged exactly (:func:`merge_moments`)."""
+    batch, shape = x.shape[0], (x.shape[0],) + tuple(x.shape[2:])
+    acc = BatchMoments(count=torch.zeros(batch, dtype=torch.int64, device=x.device),
+                       mean=torch.zeros(shape, dtype=dtype, device=x.device),
+                       m2=torch.zeros(shape, dtype=dtype, device=x.device) if need_m2 else None)
+    for start in range(0, frames, step):
+        stop = min(frames, start + step)
+        xc = x[:, start:stop].to(dtype)
+        n = torch.full((batch,), stop - start, dtype=torch.int64, device=x.device)
+        if need_m2:
+            var, mean = torch.var_mean(xc, dim=1, correction=0)
+            part = BatchMoments(count=n, mean=mean, m2=var * (stop - start))
+        else:
+            part = BatchMoments(count=n, mean=xc.mean(dim=1))
+        acc = merge_moments(acc, part)
+    return acc
+
+
 def batch_moments(
     x: Tensor,
     lengths: Tensor | None,
@@ -82,9 +103,11 @@ def batch_moments(
 ) -> BatchMoments:
     """Masked count/mean/M2/max/min over time of frames x (B, T, *F); lengths (B,) or None (all valid).
 
-    Two passes in ``dtype`` (cascade-summed mean, then centred squares), at most ``chunk_elements``
-    elements at a time, so large activation offsets (e.g. mean 1e4) keep full relative accuracy in
-    float32 and transient memory does not grow with T.
+    Mean and M2 in one fused pass (Welford's update, ``torch.var_mean``), so large activation
+    offsets (e.g. mean 1e4) keep full relative accuracy in float32. No mask is built: the frames
+    every item has are reduced together, each longer item's remaining frames alone, merged exactly.
+    Frames that must be converted to ``dtype`` go ``chunk_elements`` elements at a time (and max /
+    min always), so transient memory does not grow with T.
     """
     if x.dim() < 2:
         raise ValueError(f"expected frames of shape (B, T, *F), got {tuple(x.shape)}")
@@ -100,7 +123,6 @@ def batch_moments(
     step = max(1, chunk_elements // per_frame)
     out = BatchMoments(count=count)
     masked = lengths is not None and bool((count < frames).any())
-    zero = torch.zeros((), dtype=dtype, device=device)
 
     def chunk(start: int, stop: int) -> tuple[Tensor, Tensor | None]:
         """Frames start:stop in dtype, and their mask (or None when every frame is valid)."""
@@ -108,23 +130,21 @@ def batch_moments(
         return xc, (_time_mask(count, start, stop, n_feat) if masked else None)
 
     if need_mean or need_m2:
-        # pass 1: masked sum (torch's cascade summation keeps float32 sums of offset data accurate)
-        total = torch.zeros((batch,) + feat_shape, dtype=dtype, device=device)
-        for start in range(0, frames, step):
-            xc, mask = chunk(start, min(frames, start + step))
-            total += (xc if mask is None else torch.where(mask, xc, zero)).sum(dim=1)
-        denom = count.clamp(min=1).to(dtype).reshape((batch,) + (1,) * n_feat)
-        out.mean = total / denom
-        if need_m2:  # pass 2: centred squares (no cancellation, unlike sum(x^2) - n * mean^2)
-            m2 = torch.zeros((batch,) + feat_shape, dtype=dtype, device=device)
-            centre = out.mean.unsqueeze(1)
-            for start in range(0, frames, step):
-                xc, mask = chunk(start, min(frames, start + step))
-                dev = xc - centre
-                if mask is not None:
-                    dev = torch.where(mask, dev, zero)
-                m2 += dev.square_().sum(dim=1)
-            out.m2 = m2
+        lo = int(count.min()) if masked else frames  # every item has frames [0, lo)
+        whole = x.dtype == dtype  # nothing to convert: no transient copy to bound
+        acc = _unmasked_moments(x, lo, max(1, lo) if whole else step, dtype, need_m2)
+        longer = torch.nonzero(count > lo).flatten().tolist()
+        if longer:  # each longer item's own frames [lo, count), no mask
+            tail = BatchMoments(count=torch.zeros_like(count), mean=torch.zeros_like(acc.mean),
+                                m2=None if acc.m2 is None else torch.zeros_like(acc.m2))
+            row_step = frames if whole else max(1, chunk_elements // max(1, math.prod(feat_shape)))
+            for i in longer:
+                part = _unmasked_moments(x[i : i + 1, lo : int(count[i])], int(count[i]) - lo, row_step, dtype, need_m2)
+                tail.count[i], tail.mean[i] = part.count[0], part.mean[0]
+                if tail.m2 is not None:
+                    tail.m2[i] = part.m2[0]
+            acc = merge_moments(acc, tail)
+        out.mean, out.m2 = acc.mean, acc.m2
     for name, needed, fill, reduce in (
         ("max", need_max, -math.inf, torch.amax),
         ("min", need_min, math.inf, torch.amin),
