@@ -75,7 +75,8 @@ class Branches(Ablation):
                 raise ValueError(f"layer {layer!r}: output has {frames[0, 0].numel()} units per frame, the "
                                  f"features {mask.shape[1]}; were the features recorded from this model and layer?")
             view = frames.unflatten(0, (G, B))  # (blocks, B, T, *F)
-            new = [r for r in torch.nonzero(mask.any(dim=1)).flatten().tolist() if r not in set(self.blocks)]
+            branched = set(self.blocks)
+            new = [r for r in torch.nonzero(mask.any(dim=1)).flatten().tolist() if r not in branched]
             if new:
                 trunk = self.blocks.index(-1)
                 view = torch.cat([view, view[trunk : trunk + 1].expand(len(new), *view.shape[1:])])

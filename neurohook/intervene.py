@@ -255,10 +255,8 @@ def ablation_curve(model: nn.Module, data: Iterable[tuple[Sequence[Any], Tensor,
     for batch_ids, wave, lengths in data:
         ids += list(batch_ids)
         for w, n in _utterances(wave, lengths) if share_prefix else [(wave, lengths)]:
-            if branch:
-                step = R if max_replicas is None else max(1, int(max_replicas))
-            else:
-                step = max(1, ROWS_PER_FORWARD // w.shape[0]) if max_replicas is None else max(1, int(max_replicas))
+            default = R if branch else max(1, ROWS_PER_FORWARD // w.shape[0])
+            step = default if max_replicas is None else max(1, int(max_replicas))
             for a in range(0, R, step):
                 r = min(step, R - a)
                 part = {layer: m[a : a + r] for layer, m in masks.items()}

@@ -151,8 +151,7 @@ class ResemblyzerEncoder(SpeechModel):
         for layer in self.lstm.layers:  # the last layer's output at each last valid frame: its final state
             x, _ = layer(x)  # (h_n[-1] of the package), read from the output an ablation edits
         out = x if whole else pad_packed_sequence(x, batch_first=True)[0]
-        last = (fl - 1).repeat(out.shape[0] // len(fl))  # rows grow in blocks of B under prefix sharing
-        e = self.projection(out[torch.arange(out.shape[0]), last])
+        e = self.projection(out[torch.arange(out.shape[0]), fl - 1])  # one utterance's fl broadcasts (prefix sharing)
         return e / e.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
 
