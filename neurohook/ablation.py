@@ -134,18 +134,20 @@ def retrained_outcomes(X_train: Any, y_train: Any, X_test: Any, y_test: Any, ord
     """Per test utterance, right (bool (P, M)) with probes retrained on the top N% and on a random N% of
     ``order``, for each of the P percentages.
 
-    All probes train in one batched pass: the columns are permuted so every top N% (and every
-    random N%, nested prefixes of one shuffle from ``draw_seed``, else ``seed``) is a prefix.
+    The top probes train in one batched pass, the random ones in another: each pass sees its columns
+    in order (the top N% of ``order``, or the first N% of one shuffle from ``draw_seed``, else ``seed``:
+    nested sets) through ``fit_probes(columns=)``, so only the largest set's columns of the training
+    rows are ever copied (normalised, once per pass).
     """
-    X_train, X_test = np.asarray(X_train), np.asarray(X_test)
+    X_train, X_test, y_test = np.asarray(X_train), np.asarray(X_test), np.asarray(y_test)
     D = X_train.shape[1]
     ks = [_count(p, D) for p in percentages]
     shuffled = np.random.default_rng(seed if draw_seed is None else draw_seed).permutation(D)
-    cols = np.concatenate([order, shuffled])
-    specs = [ProbeSpec(0, k, seed) for k in ks] + [ProbeSpec(D, D + k, seed) for k in ks]
-    probes = fit_probes(X_train[:, cols], y_train, specs, **probe_params)
-    Xt = X_test[:, cols]
-    right = np.array([p.predict(Xt[:, s.start : s.end]) == np.asarray(y_test) for p, s in zip(probes, specs)])
+    right = []
+    for cols in (np.asarray(order)[: max(ks)], shuffled[: max(ks)]):
+        probes = fit_probes(X_train, y_train, [ProbeSpec(0, k, seed) for k in ks], columns=cols, **probe_params)
+        right += [p.predict(X_test[:, cols[:k]]) == y_test for p, k in zip(probes, ks)]
+    right = np.array(right)
     return right[: len(ks)], right[len(ks) :]
 
 

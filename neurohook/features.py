@@ -20,6 +20,7 @@ import numpy as np
 from neurohook.atomic import atomic_open
 from neurohook.codec import decode, encode
 from neurohook.errors import FeaturesFileError
+from neurohook.zscore import CHUNK, streamed_stats
 
 __all__ = ["FeatureSource", "Features", "LayerSpan", "UtteranceId", "normalize_id", "read_provenance"]
 
@@ -162,8 +163,11 @@ class Features:
         return self.values[np.asarray(index, dtype=np.int64)]
 
     def column_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean (D,) and population standard deviation (D,) of every column, float64."""
-        return self.values.mean(axis=0, dtype=np.float64), self.values.std(axis=0, dtype=np.float64)
+        """Mean (D,) and population standard deviation (D,) of every column, float64 (streamed in row
+        blocks: no float64 copy of the values)."""
+        n = len(self.values)
+        return streamed_stats(((np.arange(a, min(a + CHUNK, n)), self.values[a : a + CHUNK]) for a in range(0, n, CHUNK)),
+                              self.ids, self.values.shape[1])
 
     # ------------------------------------------------------------------------------ selection
     def select_layers(self, names: str | Sequence[str]) -> Features:

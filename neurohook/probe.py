@@ -33,7 +33,7 @@ from neurohook.errors import DataError
 from neurohook.features import Features
 from neurohook.probe_batch import ProbeSpec, ProbeState, _is_row_source, train_probes
 from neurohook.probe_tuning import DEFAULT_L2_GRID, Tuning, dev_phase, refit
-from neurohook.zscore import standardize
+from neurohook.zscore import CHUNK, standardize
 
 __all__ = ["PAPER_SETTINGS", "KernelInputs", "LinearProbe", "ProbeSpec", "fit_probes"]
 
@@ -52,10 +52,11 @@ def _check_features(X: Any, name: str = "X") -> Any:
         raise ValueError(f"{name} is empty: shape {X.shape}")
     if not np.issubdtype(X.dtype, np.number):
         raise TypeError(f"{name} must be numeric, got dtype {X.dtype}")
-    bad = ~np.isfinite(X)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise ValueError(f"{name} with shape {X.shape} holds NaN or Inf ({int(bad.sum())} values; first at row {row}, column {col})")
+    for a in range(0, len(X), CHUNK):  # in row blocks: no (N, D) mask
+        bad = ~np.isfinite(X[a : a + CHUNK])
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise ValueError(f"{name} with shape {X.shape} holds NaN or Inf (first at row {a + row}, column {col})")
     return X
 
 
@@ -214,7 +215,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return idx.astype(np.int64)
 
 
-def fit_probes(X: Any, y: Any, specs: Sequence[ProbeSpec], groups: Any = None, **params: Any) -> list[LinearProbe]:
+def fit_probes(X: Any, y: Any, specs: Sequence[ProbeSpec], groups: Any = None, *, columns: Any = None,
+               **params: Any) -> list[LinearProbe]:
     """Train one probe per spec (columns of X (N, D) and a seed) together; returns fitted LinearProbes.
 
     ``params`` are :class:`LinearProbe` hyper-parameters (``seed`` comes from each spec). With
@@ -222,16 +224,23 @@ def fit_probes(X: Any, y: Any, specs: Sequence[ProbeSpec], groups: Any = None, *
     group-disjoint with ``groups`` (N,)): the whole grid for all of them in one L-BFGS pass, then one
     refit pass (:mod:`neurohook.probe_tuning`). With fixed penalties the probes train in one pass;
     with Adam, probes of one width at the same column starts train together for all their seeds
-    (:mod:`neurohook.probe_batch`), each ending where training it alone would.
+    (:mod:`neurohook.probe_batch`), each ending where training it alone would. ``columns`` (D',)
+    are the columns of X the specs index, in that order (default all): e.g. a ranking's top neurons
+    first, without a copy of ``X[:, columns]`` beside the probes' normalised one (L-BFGS).
     """
     template = LinearProbe(**params)
     X = _check_features(X)
     y = _check_labels(y, len(X))
     if not specs:
         raise ValueError("specs is empty: give at least one ProbeSpec")
+    if columns is not None:
+        columns = np.asarray(columns, dtype=np.int64)
+        if template.solver == "adam":  # minibatches: the selected columns, gathered once
+            X, columns = np.asarray(X)[:, columns], None
+    width = X.shape[1] if columns is None else len(columns)
     for s in specs:
-        if not 0 <= s.start < s.end <= X.shape[1]:
-            raise ValueError(f"probe columns [{s.start}, {s.end}) are outside X's {X.shape[1]} columns")
+        if not 0 <= s.start < s.end <= width:
+            raise ValueError(f"probe columns [{s.start}, {s.end}) are outside X's {width} columns")
     if template.solver == "adam" and template.l2 is not None:
         states = train_probes(X, y, specs, template)
         return [clone(template).set_params(seed=s.seed)._set_state(st) for s, st in zip(specs, states)]
@@ -244,10 +253,10 @@ def fit_probes(X: Any, y: Any, specs: Sequence[ProbeSpec], groups: Any = None, *
         if template.l2 is None:
             g = None if groups is None else np.asarray(groups)
             fit, dev = train_dev_split(y, template.dev_size, seed, g)
-            tunings = dev_phase(X, y, spans, fit, dev, template, seed)
+            tunings = dev_phase(X, y, spans, fit, dev, template, seed, columns)
             l2s = [t.l2 for t in tunings]
         init = [t.start if t is not None else None for t in tunings]
-        states = refit(X, y, [(a, b, l2) for (a, b), l2 in zip(spans, l2s)], template, seed, init)
+        states = refit(X, y, [(a, b, l2) for (a, b), l2 in zip(spans, l2s)], template, seed, init, columns)
         for i, st, t, l2 in zip(mine, states, tunings, l2s):
             out[i] = clone(template).set_params(seed=seed)._set_state(st, t, l2)
     return [out[i] for i in range(len(specs))]

@@ -45,12 +45,13 @@ class Block(NamedTuple):
 class _Rows:
     """The z-normalised training rows, as one float32 tensor or, for features read on demand, in chunks."""
 
-    def __init__(self, X: Any, rows: np.ndarray, mean: np.ndarray, scale: np.ndarray, dev: torch.device) -> None:
-        self.X, self.rows, self.dev = X, rows, dev
+    def __init__(self, X: Any, rows: np.ndarray, mean: np.ndarray, scale: np.ndarray, dev: torch.device,
+                 cols: np.ndarray | None = None) -> None:
+        self.X, self.rows, self.dev, self.cols = X, rows, dev, cols
         self.Z = None
         self.mean32, self.scale32 = mean.astype(np.float32), scale.astype(np.float32)
-        if not _is_row_source(X):
-            self.Z = torch.from_numpy(standardize(np.asarray(X)[rows], mean, scale)).to(dev)
+        if not _is_row_source(X):  # the only copy of the training rows (and columns)
+            self.Z = torch.from_numpy(standardize(X, mean, scale, rows=rows, cols=cols)).to(dev)
 
     def chunks(self, y: torch.Tensor):
         """(Z, y) blocks covering the rows once."""
@@ -59,7 +60,8 @@ class _Rows:
             return
         for a in range(0, len(self.rows), CHUNK):
             r = self.rows[a : a + CHUNK]
-            block = (self.X.rows(r) - self.mean32) / self.scale32  # float32 throughout
+            block = self.X.rows(r)
+            block = ((block if self.cols is None else block[:, self.cols]) - self.mean32) / self.scale32  # float32
             yield torch.from_numpy(block).to(self.dev), y[a : a + CHUNK]
 
 
@@ -142,7 +144,8 @@ def _restart(state: ProbeState, classes: np.ndarray, mean: np.ndarray, scale: np
 
 def lbfgs_probes(X: Any, y: np.ndarray, blocks: Sequence[Block], rows: np.ndarray | None = None, *,
                  max_iter: int = 200, tol: float = 1e-5, device: str | torch.device = "cpu",
-                 history: int = 10, init: Sequence[ProbeState | None] | None = None) -> list[ProbeState]:
+                 history: int = 10, init: Sequence[ProbeState | None] | None = None,
+                 columns: np.ndarray | None = None) -> list[ProbeState]:
     """Train one probe per block on rows ``rows`` of X (N, D) (default all) with labels y (N,), together.
 
     Every probe runs its own L-BFGS (own history, own backtracking line search): one pass over the
@@ -151,18 +154,23 @@ def lbfgs_probes(X: Any, y: np.ndarray, blocks: Sequence[Block], rows: np.ndarra
     is the iterations it ran. Statistics of the normalisation come from the training rows.
     ``init`` (one state or None per block) starts a probe from trained weights, e.g. a refit from the
     dev phase: the weights are re-expressed for this normalisation, so the start predicts as ``init`` did.
+    ``columns`` (D',) are the columns of X the blocks index, in that order (default all): the probes see
+    ``X[:, columns]`` without a copy of it being made.
     """
     rows = np.arange(len(X)) if rows is None else np.asarray(rows)
     classes, y_idx = np.unique(np.asarray(y)[rows], return_inverse=True)
     C, dev = len(classes), torch.device(device)
     every = len(rows) == len(X) and bool((rows == np.arange(len(X))).all())
     mean, scale = column_stats(X, None if every else rows)  # streamed over shards (with their checks) when read on demand
+    if columns is not None:
+        columns = np.asarray(columns)
+        mean, scale = mean[columns], scale[columns]
     Y = torch.from_numpy(y_idx.astype(np.int64)).to(dev)
     spans = sorted({(b.start, b.end) for b in blocks})
     members = {s: [i for i, b in enumerate(blocks) if (b.start, b.end) == s] for s in spans}
     pen = {s: tuple(torch.tensor([blocks[i][j] for i in m], dtype=torch.float32, device=dev)[:, None]
                     for j in (2, 3)) for s, m in members.items()}
-    problem = _Problem(_Rows(X, rows, mean, scale, dev), Y, C, spans, pen)
+    problem = _Problem(_Rows(X, rows, mean, scale, dev, columns), Y, C, spans, pen)
     x = {s: torch.zeros(len(m), C * (s[1] - s[0]) + C, device=dev) for s, m in members.items()}
     for s, m in members.items():
         for j, i in enumerate(m):

@@ -73,41 +73,46 @@ def rows_of(X: Any, idx: np.ndarray) -> np.ndarray:
 
 
 def _train(X: Any, y: np.ndarray, spans: Sequence[tuple[int, int, float]], rows: np.ndarray | None,
-           params: Any, seed: int, init: Sequence[ProbeState | None] | None = None) -> list[ProbeState]:
+           params: Any, seed: int, init: Sequence[ProbeState | None] | None = None,
+           columns: np.ndarray | None = None) -> list[ProbeState]:
     """One probe per (start, end, l2) on rows ``rows`` of X, with the solver of ``params`` (a LinearProbe).
 
-    ``init`` (L-BFGS only) gives per probe the weights to start from, or None for zeros.
+    ``init`` (L-BFGS only) gives per probe the weights to start from, or None for zeros; ``columns``:
+    the columns of X that (start, end) index (default all).
     """
     if params.solver == "lbfgs":
         blocks = [Block(a, b, params.l1, l2) for a, b, l2 in spans]
         return lbfgs_probes(X, y, blocks, rows, max_iter=params.max_iter, tol=params.tol, device=params.device,
-                            init=init)
+                            init=init, columns=columns)
     if params.solver != "adam":
         raise ValueError(f"solver must be 'lbfgs' or 'adam', got {params.solver!r}")
     if any(l2 != params.l2 for _, _, l2 in spans):
         raise ValueError("solver='adam' trains with fixed penalties: give l1 and l2 (the tuned default uses 'lbfgs')")
     Xr = X if rows is None else rows_of(X, rows)
+    Xr = Xr if columns is None else np.asarray(Xr)[:, columns]
     yr = y if rows is None else y[rows]
     return train_probes(Xr, yr, [ProbeSpec(a, b, seed) for a, b, _ in spans], params)
 
 
 def dev_phase(X: Any, y: np.ndarray, spans: Sequence[tuple[int, int]], fit: np.ndarray, dev: np.ndarray,
-              params: Any, seed: int = 0) -> list[Tuning]:
+              params: Any, seed: int = 0, columns: np.ndarray | None = None) -> list[Tuning]:
     """Train every span for every grid value on rows ``fit``; score on rows ``dev``; choose per span
     the value of the highest dev accuracy, ties to the lowest dev cross-entropy (:func:`choose`).
 
-    The grid is ``params.l2_grid`` when ``params.l2`` is None, else ``(params.l2,)``.
+    The grid is ``params.l2_grid`` when ``params.l2`` is None, else ``(params.l2,)``. ``columns``: the
+    columns of X that the spans index (default all).
     """
     grid = [float(v) for v in (params.l2_grid if params.l2 is None else (params.l2,))]
     if not grid:
         raise ValueError("l2_grid is empty: give at least one l2 value")
     coarse = clone(params).set_params(tol=DEV_TOL_FACTOR * params.tol)  # the dev phase only ranks grid values
-    states = _train(X, y, [(a, b, l2) for a, b in spans for l2 in grid], fit, coarse, seed)
+    states = _train(X, y, [(a, b, l2) for a, b in spans for l2 in grid], fit, coarse, seed, columns=columns)
     right = np.zeros(len(states))
     nll = np.zeros(len(states))
     for start in range(0, len(dev), CHUNK):  # in blocks: features read on demand never all in memory
         rows = dev[start : start + CHUNK]
         X_dev, y_dev = rows_of(X, rows), np.asarray(y)[rows]
+        X_dev = X_dev if columns is None else X_dev[:, columns]
         classes = states[0].classes  # one set of fit rows: the same classes and statistics per span
         known = np.isin(y_dev, classes)
         target = np.searchsorted(classes, y_dev).clip(0, len(classes) - 1)
@@ -146,9 +151,10 @@ def _dev_scores(logits: np.ndarray, target: np.ndarray, known: np.ndarray, right
 
 
 def refit(X: Any, y: np.ndarray, spans: Sequence[tuple[int, int, float]], params: Any, seed: int = 0,
-          init: Sequence[ProbeState | None] | None = None) -> list[ProbeState]:
+          init: Sequence[ProbeState | None] | None = None, columns: np.ndarray | None = None) -> list[ProbeState]:
     """One probe per (start, end, l2) trained on all rows of X (N, D), together.
 
-    ``init``: per probe its dev-phase state to start from (``Tuning.start``), or None.
+    ``init``: per probe its dev-phase state to start from (``Tuning.start``), or None; ``columns``: the
+    columns of X that (start, end) index (default all).
     """
-    return _train(X, y, spans, None, params, seed, init)
+    return _train(X, y, spans, None, params, seed, init, columns)

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["column_stats", "standardize", "streamed_stats"]
+__all__ = ["column_stats", "standardize", "streamed_stats", "take_rows"]
 
 CHUNK = 512  # rows per block when statistics are streamed
 
@@ -24,22 +24,30 @@ def column_stats(X: Any, rows: np.ndarray | None = None) -> tuple[np.ndarray, np
     """Mean (D,) and scale (D,) float64 of the columns of X (N, D) (of its rows ``rows``, default all);
     scale is the std, 1 where it is 0.
 
-    X is an array or features read on demand (``X.column_stats()``, e.g. ShardedFeatures, streamed;
-    a subset of their rows is streamed with :func:`streamed_stats`).
+    X is an array or features read on demand (``X.column_stats()``, e.g. ShardedFeatures, streamed).
+    Arrays and row subsets are streamed in blocks of :data:`CHUNK` rows (:func:`streamed_stats`): one
+    float64 block in memory, never a float64 copy of X.
     """
-    if rows is not None and hasattr(X, "rows") and not hasattr(X, "values"):  # a subset, read on demand
-        rows = np.asarray(rows)
-        mean, scale = streamed_stats(((rows[a : a + CHUNK], X.rows(rows[a : a + CHUNK]))
-                                      for a in range(0, len(rows), CHUNK)), X.ids, X.shape[1])
-    elif rows is not None:
-        return column_stats(np.asarray(X.values if hasattr(X, "values") else X)[rows])
-    elif hasattr(X, "column_stats"):  # a FeatureSource: in memory, or streamed over shards
+    if rows is None and hasattr(X, "column_stats"):  # a FeatureSource: in memory, or streamed over shards
         mean, scale = (np.array(v, dtype=np.float64) for v in X.column_stats())
     else:
-        X = np.asarray(X)
-        mean, scale = X.mean(axis=0, dtype=np.float64), X.std(axis=0, dtype=np.float64)
+        rows = np.arange(len(X)) if rows is None else np.asarray(rows)
+        mean, scale = streamed_stats(((rows[a : a + CHUNK], take_rows(X, rows[a : a + CHUNK]))
+                                      for a in range(0, len(rows), CHUNK)), _ids(X), X.shape[1])
     scale[scale == 0] = 1.0
     return mean, scale
+
+
+def take_rows(X: Any, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of X (N, D): an array, Features (``.values``) or features read on demand (``.rows``)."""
+    if hasattr(X, "values") and not isinstance(X, np.ndarray):
+        return X.values[rows]
+    return X.rows(rows) if hasattr(X, "rows") else np.asarray(X)[rows]
+
+
+def _ids(X: Any) -> Sequence[Any]:
+    """What names a row in errors: the features' ids, else the row numbers."""
+    return X.ids if hasattr(X, "ids") else range(len(X))
 
 
 def streamed_stats(blocks: Iterable[tuple[np.ndarray, Any]], ids: Sequence[Any], width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,8 +72,24 @@ def streamed_stats(blocks: Iterable[tuple[np.ndarray, Any]], ids: Sequence[Any],
     return mean, np.sqrt(m2 / max(count, 1))
 
 
-def standardize(X: Any, mean: np.ndarray, scale: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
-    """``(X - mean) / scale`` for X (N, D) as a C-contiguous array of ``dtype`` (one float64 temporary)."""
-    out = np.subtract(np.asarray(X), mean, dtype=np.float64)
-    out /= scale
-    return np.ascontiguousarray(out, dtype=dtype)
+def standardize(X: Any, mean: np.ndarray, scale: np.ndarray, dtype: Any = np.float32,
+                rows: np.ndarray | None = None, cols: np.ndarray | None = None) -> np.ndarray:
+    """``(X[rows][:, cols] - mean) / scale`` for X (N, D) (rows and cols default all; mean and scale are
+    those of the selected columns) as a C-contiguous (n, d) array of ``dtype``.
+
+    Computed in float64 blocks of :data:`CHUNK` rows written into the output: the output is the only
+    full-size array (no float64 copy, no copy of the selected rows or columns).
+    """
+    if not hasattr(X, "rows") and not hasattr(X, "values"):
+        X = np.asarray(X)
+    n = len(X) if rows is None else len(rows)
+    out = np.empty((n, X.shape[1] if cols is None else len(cols)), dtype=dtype)
+    for a in range(0, n, CHUNK):
+        if rows is None:
+            block = X[a : a + CHUNK] if isinstance(X, np.ndarray) else take_rows(X, np.arange(a, min(a + CHUNK, n)))
+        else:
+            block = take_rows(X, rows[a : a + CHUNK])
+        z = np.subtract(block if cols is None else block[:, cols], mean, dtype=np.float64)
+        z /= scale
+        out[a : a + CHUNK] = z
+    return out

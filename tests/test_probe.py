@@ -71,6 +71,40 @@ def test_lbfgs_grid_and_blocks_batched_equal_each_probe_alone():
                                    alone.predict_proba(X[:, spec.start : spec.end]), atol=1e-3)
 
 
+def test_columns_train_as_the_gathered_columns_would():
+    X, y = blobs(n=300, d=30)
+    cols = np.random.default_rng(1).permutation(30)[:12]  # a ranking's top 12, in its order
+    specs = [ProbeSpec(0, 4, 0), ProbeSpec(0, 12, 0)]
+    for params in ({"tol": 1e-7}, {"l2": 1e-3, "tol": 1e-7}, {**ADAM, "epochs": 5}):
+        picked = fit_probes(X, y, specs, columns=cols, **params)
+        gathered = fit_probes(X[:, cols], y, specs, **params)
+        for a, b, s in zip(picked, gathered, specs):
+            assert a.l2_ == b.l2_
+            np.testing.assert_allclose(a.coef_, b.coef_, atol=1e-5)
+            np.testing.assert_allclose(a.predict_proba(X[:, cols[: s.end]]), b.predict_proba(X[:, cols[: s.end]]),
+                                       atol=1e-6)
+    with pytest.raises(ValueError, match=r"\[0, 13\) are outside X's 12 columns"):
+        fit_probes(X, y, [ProbeSpec(0, 13, 0)], columns=cols)
+
+
+def test_normalisation_in_row_blocks_equals_numpy():
+    from neurohook.zscore import CHUNK, column_stats, standardize
+
+    rng = np.random.default_rng(0)
+    X = (rng.standard_normal((2 * CHUNK + 37, 9)) * 50 + 1e3).astype(np.float32)  # large means: float64 matters
+    X[:, 4] = 7.0  # a constant column keeps scale 1
+    rows, cols = rng.permutation(len(X))[:CHUNK + 5], np.array([8, 0, 4])
+    ref = X.astype(np.float64)
+    for r in (None, rows):
+        sub = ref if r is None else ref[r]
+        mean, scale = column_stats(X, r)
+        np.testing.assert_allclose(mean, sub.mean(0), rtol=1e-12)
+        np.testing.assert_allclose(scale, np.where(sub.std(0) == 0, 1.0, sub.std(0)), rtol=1e-9)
+        Z = standardize(X, mean[cols], scale[cols], rows=r, cols=cols)
+        assert Z.dtype == np.float32 and Z.flags.c_contiguous and Z.shape == (len(sub), 3)
+        np.testing.assert_allclose(Z, (sub[:, cols] - mean[cols]) / scale[cols], atol=1e-5)
+
+
 def test_a_warm_started_refit_starts_where_its_init_predicts_and_ends_at_the_same_optimum():
     from neurohook.probe_lbfgs import Block, _restart, lbfgs_probes
 
