@@ -126,13 +126,17 @@ class DevSearch(NamedTuple):
     y_dev: Any
     order: np.ndarray  # ranking from a probe trained on the fit rows
     oracle: float  # Acc(ALL) of that probe on the dev rows
+    fit_rows: np.ndarray | None = None  # the fit rows are these rows of X_fit (y_fit per row of X_fit); None: all
 
 
 def retrained_outcomes(X_train: Any, y_train: Any, X_test: Any, y_test: Any, order: np.ndarray,
                        percentages: Sequence[float], seed: int = 0, draw_seed: int | None = None,
+                       train_rows: np.ndarray | None = None, with_random: bool = True,
                        **probe_params: Any) -> tuple[np.ndarray, np.ndarray]:
     """Per test utterance, right (bool (P, M)) with probes retrained on the top N% and on a random N% of
-    ``order``, for each of the P percentages.
+    ``order``, for each of the P percentages. ``train_rows``: the training rows are these rows of
+    X_train (y_train per row of X_train), none copied; default all. ``with_random=False`` trains the
+    top sets only (the random part is then (0, M)).
 
     The top probes train in one batched pass, the random ones in another: each pass sees its columns
     in order (the top N% of ``order``, or the first N% of one shuffle from ``draw_seed``, else ``seed``:
@@ -144,18 +148,20 @@ def retrained_outcomes(X_train: Any, y_train: Any, X_test: Any, y_test: Any, ord
     ks = [_count(p, D) for p in percentages]
     shuffled = np.random.default_rng(seed if draw_seed is None else draw_seed).permutation(D)
     right = []
-    for cols in (np.asarray(order)[: max(ks)], shuffled[: max(ks)]):
-        probes = fit_probes(X_train, y_train, [ProbeSpec(0, k, seed) for k in ks], columns=cols, **probe_params)
+    for cols in (np.asarray(order)[: max(ks)], shuffled[: max(ks)])[: 2 if with_random else 1]:
+        probes = fit_probes(X_train, y_train, [ProbeSpec(0, k, seed) for k in ks], columns=cols, rows=train_rows,
+                            **probe_params)
         right += [p.predict(X_test[:, cols[:k]]) == y_test for p, k in zip(probes, ks)]
-    right = np.array(right)
+    right = np.array(right).reshape(len(right), len(y_test))
     return right[: len(ks)], right[len(ks) :]
 
 
 def retrained_curve(X_train: Any, y_train: Any, X_test: Any, y_test: Any, order: np.ndarray,
                     percentages: Sequence[float], seed: int = 0, draw_seed: int | None = None,
-                    **probe_params: Any) -> tuple[list[float], list[float]]:
+                    train_rows: np.ndarray | None = None, **probe_params: Any) -> tuple[list[float], list[float]]:
     """Test accuracies (top, random) of :func:`retrained_outcomes`' probes, per percentage."""
-    top, rnd = retrained_outcomes(X_train, y_train, X_test, y_test, order, percentages, seed, draw_seed, **probe_params)
+    top, rnd = retrained_outcomes(X_train, y_train, X_test, y_test, order, percentages, seed, draw_seed, train_rows,
+                                  **probe_params)
     return top.mean(axis=1).tolist(), rnd.mean(axis=1).tolist()
 
 
@@ -171,24 +177,27 @@ def minimal_neuron_set(
     seed: int = 0,
     draw_seed: int | None = None,
     dev: DevSearch | None = None,
+    train_rows: np.ndarray | None = None,
     **probe_params: Any,
 ) -> MinimalSet:
     """The smallest top N% of ``order`` whose retrained probe is within delta of the oracle.
 
-    X_train: (N, D), X_test: (M, D) raw features; order: (D,) ranking; oracle: Acc(ALL) on test.
+    X_train: (N, D), X_test: (M, D) raw features (``train_rows``: the training rows are these rows of
+    X_train, y_train per row of X_train); order: (D,) ranking; oracle: Acc(ALL) on test.
     With ``dev`` the size is chosen on the dev curve (probes retrained on the fit rows with the top N%
     of ``dev.order``, scored on the dev rows, against ``dev.oracle``) and the test curve is only
     reported; without it, on the test curve (the paper's procedure, optimistic).
     """
     percentages = sorted(float(p) for p in percentages)
     top_right, rnd_right = retrained_outcomes(X_train, y_train, X_test, y_test, order, percentages, seed, draw_seed,
-                                              **probe_params)
+                                              train_rows, **probe_params)
     top, rnd = top_right.mean(axis=1).tolist(), rnd_right.mean(axis=1).tolist()
     curve, target, on = top, oracle, "test"
     dev_top: list[float] = []
     if dev is not None:
-        dev_top, _ = retrained_curve(dev.X_fit, dev.y_fit, dev.X_dev, dev.y_dev, dev.order, percentages,
-                                     seed, draw_seed, **probe_params)
+        dev_right, _ = retrained_outcomes(dev.X_fit, dev.y_fit, dev.X_dev, dev.y_dev, dev.order, percentages, seed,
+                                          draw_seed, dev.fit_rows, with_random=False, **probe_params)
+        dev_top = dev_right.mean(axis=1).tolist()
         curve, target, on = dev_top, dev.oracle, "dev"
     reached = [i for i, a in enumerate(curve) if a >= target - delta]
     i = reached[0] if reached else len(percentages) - 1

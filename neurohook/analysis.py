@@ -38,6 +38,7 @@ from neurohook.probe import PAPER_SETTINGS, LinearProbe, ProbeSpec, fit_probes
 from neurohook.probe_tuning import dev_phase, refit
 from neurohook.ranking_check import retrained_check
 from neurohook.task_data import TaskData, task_data
+from neurohook.zscore import CHUNK
 from neurohook.results import AnalysisResult, Overlap, Stat, TaskResult
 
 __all__ = [
@@ -95,18 +96,19 @@ def _one_seed(d: TaskData, seed: int, task: str, test_size: float, ablation_perc
     D = d.X.shape[1]
     starts = np.concatenate([[0], np.cumsum(d.sizes)])
     spans = [(int(starts[i]), int(starts[i + 1])) for i in range(len(d.names))] + [(0, D)]
-    X_tr, X_te, y_tr, y_te = d.X[tr], d.X[te], d.y[tr], d.y[te]  # one copy each per seed
+    # the training rows are indexed in d.X, never copied; the test rows are copied once (scored many times)
+    X_te, y_tr, y_te = d.X[te], d.y[tr], d.y[te]
     spk_tr = None if d.speakers is None else d.speakers[tr]
     template = LinearProbe(**probe_params)
-    fit, dev = train_dev_split(y_tr, template.dev_size, streams.dev, spk_tr)
-    tunings = dev_phase(X_tr, y_tr, spans, fit, dev, template, seed)
-    g_rank, dev_order = _ranking_choice(tunings[-1], X_tr[dev], y_tr[dev], d.constant, ablation_percent, streams.masks,
+    fit, dev = (tr[i] for i in train_dev_split(y_tr, template.dev_size, streams.dev, spk_tr))  # rows of d.X
+    tunings = dev_phase(d.X, d.y, spans, fit, dev, template, seed)
+    g_rank, dev_order = _ranking_choice(tunings[-1], d.X[dev], d.y[dev], d.constant, ablation_percent, streams.masks,
                                         steps)
     rank_l2 = tunings[-1].grid[g_rank]
     refits = [(a, b, t.l2) for (a, b), t in zip(spans, tunings)]
     separate = rank_l2 != tunings[-1].l2
     init = [t.start for t in tunings] + ([tunings[-1].states[g_rank]] if separate else [])
-    states = refit(X_tr, y_tr, refits + ([(0, D, rank_l2)] if separate else []), template, seed, init)
+    states = refit(d.X, d.y, refits + ([(0, D, rank_l2)] if separate else []), template, seed, init, rows=tr)
     probes = [_probe(st, probe_params, t) for st, t in zip(states, tunings)]
     probe_all = probes[-1]
     rank_probe = _probe(states[-1], probe_params, l2=rank_l2) if separate else probe_all
@@ -121,24 +123,29 @@ def _one_seed(d: TaskData, seed: int, task: str, test_size: float, ablation_perc
     outcomes = {"oracle": probe_all.predict(X_te) == y_te, "majority": y_te == majority_class(y_tr),
                 **{f"layer:{n}": p.predict(X_te[:, a:b]) == y_te for n, p, (a, b) in zip(d.names, probes, spans)}}
     ctrl_train, ctrl_test = control_labels(y_tr, len(te), streams.control)
-    (ctrl_probe,) = fit_probes(X_tr, ctrl_train, [ProbeSpec(0, D, seed)], groups=spk_tr, **probe_params)
-    out["control"] = ctrl_probe.score(X_te, ctrl_test)
+    ctrl_y = np.empty(len(d.y), dtype=ctrl_train.dtype)
+    ctrl_y[tr] = ctrl_train  # per row of d.X; only the training rows are read
+    (ctrl_probe,) = fit_probes(d.X, ctrl_y, [ProbeSpec(0, D, seed)], groups=d.speakers, rows=tr, **probe_params)
     outcomes["control"] = ctrl_probe.predict(X_te) == ctrl_test
+    out["control"] = float(outcomes["control"].mean())
     out["selectivity"] = selectivity(oracle, out["control"])
     if d.X_rinit is not None:
-        (rprobe,) = fit_probes(d.X_rinit[tr], y_tr, [ProbeSpec(0, d.X_rinit.shape[1], seed)], groups=spk_tr, **probe_params)
-        out["rinit"] = rprobe.score(d.X_rinit[te], y_te)
-        outcomes["rinit"] = rprobe.predict(d.X_rinit[te]) == y_te
+        (rprobe,) = fit_probes(d.X_rinit, d.y, [ProbeSpec(0, d.X_rinit.shape[1], seed)], groups=d.speakers, rows=tr,
+                               **probe_params)
+        outcomes["rinit"] = np.concatenate([rprobe.predict(d.X_rinit[te[a : a + CHUNK]]) == y_te[a : a + CHUNK]
+                                            for a in range(0, len(te), CHUNK)])  # in blocks: no copy of its test rows
+        out["rinit"] = float(outcomes["rinit"].mean())
     order = ranking.neuron_ordering(rank_probe.coef_, steps).order
-    inputs = rank_probe.kernel_inputs(X_te, y_te)  # the test features normalised once for both kernels
     live = order[~d.constant[order]]  # constant neurons stay out of the top / bottom / random draws
+    check = retrained_check(d.X, d.y, X_te, y_te, l2=rank_l2, retrain_l2=tunings[-1].l2, percent=ablation_percent,
+                            seed=streams.check, groups=d.speakers, constant=d.constant, steps=steps, rows=tr)
+    out["check"] = {k: float(v.mean()) for k, v in check.items()}
+    outcomes.update({f"check:{k}": v for k, v in check.items()})
+    inputs = rank_probe.kernel_inputs(X_te, y_te)  # the test features normalised once for both kernels
+    del X_te  # the normalised copy serves the rest
     out["masked"] = ablation_accuracy(inputs, live, ablation_percent, streams.masks, RANDOM_DRAWS)
     outcomes.update({f"masked:{how}": c for how, c in ablation_outcomes(inputs, live, ablation_percent,
                                                                            streams.masks, RANDOM_DRAWS).items()})
-    check = retrained_check(X_tr, y_tr, X_te, y_te, l2=rank_l2, retrain_l2=tunings[-1].l2, percent=ablation_percent,
-                            seed=streams.check, groups=spk_tr, constant=d.constant, steps=steps)
-    out["check"] = {k: float(v.mean()) for k, v in check.items()}
-    outcomes.update({f"check:{k}": v for k, v in check.items()})
     out["outcomes"] = outcomes
     out["groups"] = None if d.speakers is None else d.speakers[te]
     out["prefix"] = ranking.prefix_accuracy(*inputs, order)[prefix_k - 1]
@@ -157,12 +164,11 @@ def _minimal(d: TaskData, p: dict[str, Any], seed: int, task: str, percentages: 
     """One seed's minimal neuron set, its size chosen on dev (probes retrained on the top / random N%
     with the ALL probe's l2), reported on test; and its layer distribution."""
     tr, te = p["split"]
-    fit, dev = p["dev_rows"]
-    X_tr, y_tr = d.X[tr], d.y[tr]
-    search = DevSearch(X_tr[fit], y_tr[fit], X_tr[dev], y_tr[dev], p["dev_order"], p["oracle_dev"])
+    fit, dev = p["dev_rows"]  # rows of d.X, as tr: indexed, never copied
+    search = DevSearch(d.X, d.y, d.X[dev], d.y[dev], p["dev_order"], p["oracle_dev"], fit_rows=fit)
     params = {**probe_params, "l2": p["probe_l2"]}
-    minimal = minimal_neuron_set(X_tr, y_tr, d.X[te], d.y[te], p["order"], p["oracle"], percentages, delta,
-                                 seed, draw_seed=seed_streams(seed).minimal, dev=search, **params)
+    minimal = minimal_neuron_set(d.X, d.y, d.X[te], d.y[te], p["order"], p["oracle"], percentages, delta,
+                                 seed, draw_seed=seed_streams(seed).minimal, dev=search, train_rows=tr, **params)
     logger.info("%s seed %d: minimal %g%% (chosen on dev) -> %.3f on test", task, seed, minimal.percent, minimal.accuracy)
     return {"minimal": minimal, "distribution": ranking.layer_distribution(np.asarray(minimal.neurons), d.sizes).counts}
 

@@ -60,14 +60,14 @@ def _check_features(X: Any, name: str = "X") -> Any:
     return X
 
 
-def _check_labels(y: Any, n: int) -> np.ndarray:
-    """Labels y (N,) with at least two classes."""
+def _check_labels(y: Any, n: int, rows: Any = None) -> np.ndarray:
+    """Labels y (N,) with at least two classes (among ``rows``, when given)."""
     y = np.asarray(y)
     if y.ndim != 1:
         raise ValueError(f"y must have shape (N,), got {y.shape}")
     if len(y) != n:
         raise ValueError(f"y has {len(y)} labels but X has {n} rows")
-    classes = np.unique(y)
+    classes = np.unique(y if rows is None else y[np.asarray(rows, dtype=np.int64)])
     if len(classes) < 2:
         raise DataError(f"a probe needs at least two classes in its training labels, got only {classes.tolist()}")
     return y
@@ -216,7 +216,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
 
 def fit_probes(X: Any, y: Any, specs: Sequence[ProbeSpec], groups: Any = None, *, columns: Any = None,
-               **params: Any) -> list[LinearProbe]:
+               rows: Any = None, **params: Any) -> list[LinearProbe]:
     """Train one probe per spec (columns of X (N, D) and a seed) together; returns fitted LinearProbes.
 
     ``params`` are :class:`LinearProbe` hyper-parameters (``seed`` comes from each spec). With
@@ -226,13 +226,19 @@ def fit_probes(X: Any, y: Any, specs: Sequence[ProbeSpec], groups: Any = None, *
     with Adam, probes of one width at the same column starts train together for all their seeds
     (:mod:`neurohook.probe_batch`), each ending where training it alone would. ``columns`` (D',)
     are the columns of X the specs index, in that order (default all): e.g. a ranking's top neurons
-    first, without a copy of ``X[:, columns]`` beside the probes' normalised one (L-BFGS).
+    first, without a copy of ``X[:, columns]`` beside the probes' normalised one (L-BFGS). ``rows``
+    (n,) trains on those rows of X only (y and groups are still per row of X; the others are not read):
+    a study's training rows, without a copy of ``X[rows]``.
     """
     template = LinearProbe(**params)
     X = _check_features(X)
-    y = _check_labels(y, len(X))
+    y = _check_labels(y, len(X), rows)
     if not specs:
         raise ValueError("specs is empty: give at least one ProbeSpec")
+    if rows is not None:
+        rows = np.asarray(rows, dtype=np.int64)
+        if template.solver == "adam":  # minibatches: the selected rows, gathered once
+            X, y, groups, rows = np.asarray(X)[rows], y[rows], None if groups is None else np.asarray(groups)[rows], None
     if columns is not None:
         columns = np.asarray(columns, dtype=np.int64)
         if template.solver == "adam":  # minibatches: the selected columns, gathered once
@@ -252,11 +258,14 @@ def fit_probes(X: Any, y: Any, specs: Sequence[ProbeSpec], groups: Any = None, *
         l2s = [template.l2] * len(spans)
         if template.l2 is None:
             g = None if groups is None else np.asarray(groups)
-            fit, dev = train_dev_split(y, template.dev_size, seed, g)
+            if rows is None:
+                fit, dev = train_dev_split(y, template.dev_size, seed, g)
+            else:  # drawn among the rows, as rows of X
+                fit, dev = (rows[i] for i in train_dev_split(y[rows], template.dev_size, seed, None if g is None else g[rows]))
             tunings = dev_phase(X, y, spans, fit, dev, template, seed, columns)
             l2s = [t.l2 for t in tunings]
         init = [t.start if t is not None else None for t in tunings]
-        states = refit(X, y, [(a, b, l2) for (a, b), l2 in zip(spans, l2s)], template, seed, init, columns)
+        states = refit(X, y, [(a, b, l2) for (a, b), l2 in zip(spans, l2s)], template, seed, init, columns, rows)
         for i, st, t, l2 in zip(mine, states, tunings, l2s):
             out[i] = clone(template).set_params(seed=seed)._set_state(st, t, l2)
     return [out[i] for i in range(len(specs))]

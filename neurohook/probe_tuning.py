@@ -151,10 +151,11 @@ def _dev_scores(logits: np.ndarray, target: np.ndarray, known: np.ndarray, right
 
 
 def refit(X: Any, y: np.ndarray, spans: Sequence[tuple[int, int, float]], params: Any, seed: int = 0,
-          init: Sequence[ProbeState | None] | None = None, columns: np.ndarray | None = None) -> list[ProbeState]:
-    """One probe per (start, end, l2) trained on all rows of X (N, D), together.
+          init: Sequence[ProbeState | None] | None = None, columns: np.ndarray | None = None,
+          rows: np.ndarray | None = None) -> list[ProbeState]:
+    """One probe per (start, end, l2) trained on all rows of X (N, D) (or its rows ``rows``), together.
 
     ``init``: per probe its dev-phase state to start from (``Tuning.start``), or None; ``columns``: the
     columns of X that (start, end) index (default all).
     """
-    return _train(X, y, spans, None, params, seed, init, columns)
+    return _train(X, y, spans, rows, params, seed, init, columns)

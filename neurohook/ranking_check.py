@@ -30,25 +30,28 @@ __all__ = ["retrained_check"]
 def retrained_check(X_tr: np.ndarray, y_tr: np.ndarray, X_te: np.ndarray, y_te: np.ndarray, *, l2: float,
                     percent: float, seed: int, groups: Any = None, constant: np.ndarray | None = None,
                     steps: Sequence[float] | None = None, draws: int = 5,
-                    retrain_l2: float | None = None) -> dict[str, np.ndarray]:
+                    retrain_l2: float | None = None, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per test utterance (N_te,): right with a probe retrained on half B on the top ``percent`` of half A's
     ranking (``"top"``, bool), and the share of ``draws`` random sets of that size under which it is right
     (``"random"``).
 
     X_tr (N, D), y_tr (N,): training rows; ``groups`` (N,) makes the halves group-disjoint; ``constant``
     (D,) bool marks neurons kept out of the top and random sets; ``l2`` is the ranking probe's penalty,
-    ``retrain_l2`` the retrained probes' (default ``l2``).
+    ``retrain_l2`` the retrained probes' (default ``l2``). ``rows``: the training rows are these rows of
+    X_tr (y_tr and groups per row of X_tr), none copied; default all.
     """
-    half_a, half_b = train_dev_split(y_tr, 0.5, seed, groups)
-    ranker = LinearProbe(l2=l2).fit(X_tr[half_a], y_tr[half_a])
+    rows = np.arange(len(y_tr)) if rows is None else np.asarray(rows)
+    y_tr = np.asarray(y_tr)
+    half_a, half_b = (rows[i] for i in train_dev_split(y_tr[rows], 0.5, seed,
+                                                         None if groups is None else np.asarray(groups)[rows]))
+    (ranker,) = fit_probes(X_tr, y_tr, [ProbeSpec(0, X_tr.shape[1], 0)], rows=half_a, l2=l2)
     order = ranking.neuron_ordering(ranker.coef_, steps).order
     if constant is not None:
         order = order[~constant[order]]
     masks = ablation_masks(order, percent, seed, X_tr.shape[1], draws)
     sets = [np.flatnonzero(m) for m in masks[[0, *range(2, len(masks))]]]  # top, then the random draws
     k = len(sets[0])
-    gathered = np.concatenate([X_tr[half_b][:, cols] for cols in sets], axis=1)  # one matrix: one L-BFGS pass
-    probes = fit_probes(gathered, y_tr[half_b], [ProbeSpec(i * k, (i + 1) * k, seed) for i in range(len(sets))],
-                         l2=l2 if retrain_l2 is None else retrain_l2)
+    probes = fit_probes(X_tr, y_tr, [ProbeSpec(i * k, (i + 1) * k, seed) for i in range(len(sets))],  # one L-BFGS pass
+                        columns=np.concatenate(sets), rows=half_b, l2=l2 if retrain_l2 is None else retrain_l2)
     right = [p.predict(X_te[:, cols]) == y_te for p, cols in zip(probes, sets)]
     return {"top": right[0], "random": np.mean(right[1:], axis=0)}
