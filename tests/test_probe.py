@@ -87,6 +87,38 @@ def test_columns_train_as_the_gathered_columns_would():
         fit_probes(X, y, [ProbeSpec(0, 13, 0)], columns=cols)
 
 
+def test_lbfgs_direction_equals_the_two_loop_recursion():
+    import torch
+
+    from neurohook.probe_lbfgs import _direction
+
+    rng = np.random.default_rng(0)
+    G, P, m = 3, 50, 6
+    hist = []
+    for i in range(m):
+        s, y = rng.standard_normal((G, P)), rng.standard_normal((G, P))
+        y = y + 3 * s  # positive curvature: s'y > 0
+        rho = 1 / (s * y).sum(1)
+        if i == 2:
+            rho[1] = 0.0  # probe 1 took no update from this pair
+        hist.append((s, y, rho))
+    g, gamma = rng.standard_normal((G, P)), np.array([0.5, 1.0, 2.0])
+    want = np.empty((G, P))
+    for k in range(G):  # the textbook two-loop recursion (Nocedal & Wright, Algorithm 7.4), float64
+        pairs = [(s[k], y[k], rho[k]) for s, y, rho in hist if rho[k] > 0]
+        q, alphas = g[k].copy(), []
+        for s, y, rho in reversed(pairs):
+            alphas.append(rho * s @ q)
+            q -= alphas[-1] * y
+        r = gamma[k] * q
+        for (s, y, rho), alpha in zip(pairs, reversed(alphas)):
+            r += (alpha - rho * y @ r) * s
+        want[k] = -r
+    t = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+    got = _direction(t(g), [(t(s), t(y), t(rho)) for s, y, rho in hist], t(gamma)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
 def test_normalisation_in_row_blocks_equals_numpy():
     from neurohook.zscore import CHUNK, column_stats, standardize
 
