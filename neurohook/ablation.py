@@ -143,7 +143,8 @@ def retrained_outcomes(X_train: Any, y_train: Any, X_test: Any, y_test: Any, ord
     nested sets) through ``fit_probes(columns=)``, so only the largest set's columns of the training
     rows are ever copied (normalised, once per pass).
     """
-    X_train, X_test, y_test = np.asarray(X_train), np.asarray(X_test), np.asarray(y_test)
+    X_train = X_train if hasattr(X_train, "rows") else np.asarray(X_train)  # or features read on demand
+    X_test, y_test = np.asarray(X_test), np.asarray(y_test)
     D = X_train.shape[1]
     ks = [_count(p, D) for p in percentages]
     shuffled = np.random.default_rng(seed if draw_seed is None else draw_seed).permutation(D)
@@ -201,6 +202,6 @@ def minimal_neuron_set(
         curve, target, on = dev_top, dev.oracle, "dev"
     reached = [i for i, a in enumerate(curve) if a >= target - delta]
     i = reached[0] if reached else len(percentages) - 1
-    k = _count(percentages[i], np.asarray(X_train).shape[1])
+    k = _count(percentages[i], len(order))
     return MinimalSet(target, delta, percentages, top, rnd, percentages[i], bool(reached), order[:k].tolist(), on, dev_top,
                       oracle, top_right, rnd_right)

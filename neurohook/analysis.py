@@ -38,7 +38,7 @@ from neurohook.probe import PAPER_SETTINGS, LinearProbe, ProbeSpec, fit_probes
 from neurohook.probe_tuning import dev_phase, refit
 from neurohook.ranking_check import retrained_check
 from neurohook.task_data import TaskData, task_data
-from neurohook.zscore import CHUNK
+from neurohook.zscore import CHUNK, take_rows
 from neurohook.results import AnalysisResult, Overlap, Stat, TaskResult
 
 __all__ = [
@@ -97,12 +97,12 @@ def _one_seed(d: TaskData, seed: int, task: str, test_size: float, ablation_perc
     starts = np.concatenate([[0], np.cumsum(d.sizes)])
     spans = [(int(starts[i]), int(starts[i + 1])) for i in range(len(d.names))] + [(0, D)]
     # the training rows are indexed in d.X, never copied; the test rows are copied once (scored many times)
-    X_te, y_tr, y_te = d.X[te], d.y[tr], d.y[te]
+    X_te, y_tr, y_te = take_rows(d.X, te), d.y[tr], d.y[te]
     spk_tr = None if d.speakers is None else d.speakers[tr]
     template = LinearProbe(**probe_params)
     fit, dev = (tr[i] for i in train_dev_split(y_tr, template.dev_size, streams.dev, spk_tr))  # rows of d.X
     tunings = dev_phase(d.X, d.y, spans, fit, dev, template, seed)
-    g_rank, dev_order = _ranking_choice(tunings[-1], d.X[dev], d.y[dev], d.constant, ablation_percent, streams.masks,
+    g_rank, dev_order = _ranking_choice(tunings[-1], take_rows(d.X, dev), d.y[dev], d.constant, ablation_percent, streams.masks,
                                         steps)
     rank_l2 = tunings[-1].grid[g_rank]
     refits = [(a, b, t.l2) for (a, b), t in zip(spans, tunings)]
@@ -132,7 +132,7 @@ def _one_seed(d: TaskData, seed: int, task: str, test_size: float, ablation_perc
     if d.X_rinit is not None:
         (rprobe,) = fit_probes(d.X_rinit, d.y, [ProbeSpec(0, d.X_rinit.shape[1], seed)], groups=d.speakers, rows=tr,
                                **probe_params)
-        outcomes["rinit"] = np.concatenate([rprobe.predict(d.X_rinit[te[a : a + CHUNK]]) == y_te[a : a + CHUNK]
+        outcomes["rinit"] = np.concatenate([rprobe.predict(take_rows(d.X_rinit, te[a : a + CHUNK])) == y_te[a : a + CHUNK]
                                             for a in range(0, len(te), CHUNK)])  # in blocks: no copy of its test rows
         out["rinit"] = float(outcomes["rinit"].mean())
     order = ranking.neuron_ordering(rank_probe.coef_, steps).order
@@ -165,9 +165,9 @@ def _minimal(d: TaskData, p: dict[str, Any], seed: int, task: str, percentages: 
     with the ALL probe's l2), reported on test; and its layer distribution."""
     tr, te = p["split"]
     fit, dev = p["dev_rows"]  # rows of d.X, as tr: indexed, never copied
-    search = DevSearch(d.X, d.y, d.X[dev], d.y[dev], p["dev_order"], p["oracle_dev"], fit_rows=fit)
+    search = DevSearch(d.X, d.y, take_rows(d.X, dev), d.y[dev], p["dev_order"], p["oracle_dev"], fit_rows=fit)
     params = {**probe_params, "l2": p["probe_l2"]}
-    minimal = minimal_neuron_set(d.X, d.y, d.X[te], d.y[te], p["order"], p["oracle"], percentages, delta,
+    minimal = minimal_neuron_set(d.X, d.y, take_rows(d.X, te), d.y[te], p["order"], p["oracle"], percentages, delta,
                                  seed, draw_seed=seed_streams(seed).minimal, dev=search, train_rows=tr, **params)
     logger.info("%s seed %d: minimal %g%% (chosen on dev) -> %.3f on test", task, seed, minimal.percent, minimal.accuracy)
     return {"minimal": minimal, "distribution": ranking.layer_distribution(np.asarray(minimal.neurons), d.sizes).counts}

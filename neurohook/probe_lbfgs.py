@@ -49,7 +49,7 @@ class _Rows:
                  cols: np.ndarray | None = None) -> None:
         self.X, self.rows, self.dev, self.cols = X, rows, dev, cols
         self.Z = None
-        self.mean32, self.scale32 = mean.astype(np.float32), scale.astype(np.float32)
+        self.mean, self.scale = mean, scale
         if not _is_row_source(X):  # the only copy of the training rows (and columns)
             self.Z = torch.from_numpy(standardize(X, mean, scale, rows=rows, cols=cols)).to(dev)
 
@@ -59,9 +59,7 @@ class _Rows:
             yield self.Z, y
             return
         for a in range(0, len(self.rows), CHUNK):
-            r = self.rows[a : a + CHUNK]
-            block = self.X.rows(r)
-            block = ((block if self.cols is None else block[:, self.cols]) - self.mean32) / self.scale32  # float32
+            block = standardize(self.X, self.mean, self.scale, rows=self.rows[a : a + CHUNK], cols=self.cols)  # as in memory
             yield torch.from_numpy(block).to(self.dev), y[a : a + CHUNK]
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from neurohook import ranking
 from neurohook.ablation import ablation_masks
 from neurohook.data.splits import train_dev_split
-from neurohook.probe import LinearProbe, ProbeSpec, fit_probes
+from neurohook.probe import ProbeSpec, fit_probes
 
 __all__ = ["retrained_check"]
 

@@ -15,9 +15,49 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from neurohook.errors import DataError
-from neurohook.features import Features
+from neurohook.features import FeatureSource, Features, LayerSpan
+from neurohook.zscore import CHUNK, streamed_stats, take_rows
 
 __all__ = ["TaskData", "task_data"]
+
+
+class SelectedRows:
+    """Rows ``rows`` and columns ``cols`` of features read on demand (e.g. ShardedFeatures), themselves
+    read on demand: what :func:`task_data` gives the study in place of a copy when the values are not in
+    memory. A :class:`~neurohook.features.FeatureSource`; ``layers`` are the spans in the new column order.
+    """
+
+    def __init__(self, source: FeatureSource, rows: np.ndarray, cols: np.ndarray, layers: Sequence[LayerSpan]) -> None:
+        self.source, self.kept, self.cols = source, np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+        self.ids = [source.ids[r] for r in self.kept]
+        self.layers = tuple(layers)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows kept, columns kept)."""
+        return len(self.kept), len(self.cols)
+
+    def __len__(self) -> int:
+        return len(self.kept)
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Layer names in column order."""
+        return [s.name for s in self.layers]
+
+    def columns(self, layer: str) -> np.ndarray:
+        """Column indices (k,) of one layer."""
+        return np.concatenate([np.arange(s.start, s.end) for s in self.layers if s.name == layer])
+
+    def rows(self, index: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Values (len(index), D) float32 of the given rows, read from the source."""
+        return self.source.rows(self.kept[np.asarray(index, dtype=np.int64)])[:, self.cols]
+
+    def column_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean (D,) and population std (D,) float64 of every column, streamed in row blocks."""
+        n = len(self)
+        blocks = ((np.arange(a, min(a + CHUNK, n)), self.rows(np.arange(a, min(a + CHUNK, n)))) for a in range(0, n, CHUNK))
+        return streamed_stats(blocks, self.ids, self.shape[1])
 
 
 def _layer_blocks(features: Features) -> tuple[np.ndarray, list[str], list[int]]:
@@ -37,9 +77,15 @@ def _aligned_labels(features: Features, labels: Any, what: str) -> np.ndarray:
     return arr
 
 
-def _check_finite(X: np.ndarray, ids: Sequence[Any], what: str) -> None:
-    """DataError naming the first utterances whose features hold NaN or Inf."""
-    bad = ~np.isfinite(X).all(axis=1)
+def _blocks(X: Any):
+    """X's rows in blocks of CHUNK: an array, or features read on demand."""
+    for a in range(0, len(X), CHUNK):
+        yield take_rows(X, np.arange(a, min(a + CHUNK, len(X))))
+
+
+def _check_finite(X: Any, ids: Sequence[Any], what: str) -> None:
+    """DataError naming the first utterances whose features hold NaN or Inf (checked in row blocks)."""
+    bad = np.concatenate([~np.isfinite(block).all(axis=1) for block in _blocks(X)])
     if bad.any():
         rows = np.flatnonzero(bad)
         raise DataError(f"{what} of {len(rows)} utterance(s) hold NaN or Inf, e.g. {[ids[r] for r in rows[:5]]}")
@@ -61,10 +107,20 @@ def _clean(values: np.ndarray) -> np.ndarray:
     return values.astype(str)
 
 
-def _gather(values: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+def _gather(features: Any, rows: np.ndarray, columns: np.ndarray) -> Any:
     """``values[rows][:, columns]`` in one copy (none when both select everything in order): at paper
-    scale (40,000 x 11,100 float32, 1.8 GB) a second temporary copy would set the peak memory."""
+    scale (40,000 x 11,100 float32, 1.8 GB) a second temporary copy would set the peak memory. Features
+    read on demand stay on demand (:class:`SelectedRows`)."""
     rows = np.flatnonzero(rows) if rows.dtype == bool else rows
+    if not isinstance(features, (Features, np.ndarray)):
+        spans, start = [], 0
+        for name in features.layer_names:
+            width = len(features.columns(name))
+            first = next(s for s in features.layers if s.name == name)
+            spans.append(LayerSpan(name, start, start + width, first.pooling, first.statistics))
+            start += width
+        return SelectedRows(features, rows, columns, spans)
+    values = features if isinstance(features, np.ndarray) else np.asarray(features.values)
     every_row = len(rows) == len(values) and bool((rows == np.arange(len(values))).all())
     every_col = len(columns) == values.shape[1] and bool((columns == np.arange(values.shape[1])).all())
     if every_row and every_col:
@@ -80,10 +136,10 @@ def _gather(values: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.nda
 class TaskData:
     """One task's labelled rows: features X (n, D) with each layer's columns contiguous, labels, groups."""
 
-    X: np.ndarray
+    X: Any  # an array, or SelectedRows of features read on demand
     y: np.ndarray
     speakers: np.ndarray | None
-    X_rinit: np.ndarray | None
+    X_rinit: Any
     perm: np.ndarray  # column of the features behind each column of X
     names: list[str]
     sizes: list[int]
@@ -91,7 +147,8 @@ class TaskData:
     constant: np.ndarray  # (D,) bool: the neuron takes one value on every labelled utterance (dead)
 
 
-def task_data(features: Features, labels: Any, task: str, speakers: Any, rinit_features: Features | None, split: Any) -> TaskData:
+def task_data(features: FeatureSource, labels: Any, task: str, speakers: Any, rinit_features: FeatureSource | None,
+              split: Any) -> TaskData:
     """Labels aligned with features.ids (unlabelled utterances left out), finite features, R.INIT rows."""
     y_all = _aligned_labels(features, labels, "labels")
     keep = np.array([v is not None and not (isinstance(v, float) and np.isnan(v)) for v in y_all])
@@ -100,7 +157,7 @@ def task_data(features: Features, labels: Any, task: str, speakers: Any, rinit_f
                         f"{list(features.ids[:2])}; are the labels keyed by other ids?)")
     kept_ids = [u for u, k in zip(features.ids, keep) if k]
     perm, names, sizes = _layer_blocks(features)
-    X = _gather(np.asarray(features.values), keep, perm)
+    X = _gather(features, keep, perm)
     _check_finite(X, kept_ids, "features")
     X_rinit = None
     if rinit_features is not None:
@@ -109,9 +166,12 @@ def task_data(features: Features, labels: Any, task: str, speakers: Any, rinit_f
         if missing:
             raise DataError(f"R.INIT features lack {len(missing)} utterance(s), e.g. {missing[:3]}")
         rows = [pos[u] for u in kept_ids]
-        X_rinit = _gather(np.asarray(rinit_features.values), np.asarray(rows, dtype=np.int64), _layer_blocks(rinit_features)[0])
+        X_rinit = _gather(rinit_features, np.asarray(rows, dtype=np.int64), _layer_blocks(rinit_features)[0])
         _check_finite(X_rinit, [rinit_features.ids[r] for r in rows], "R.INIT features")
     spk = None if speakers is None else _aligned_labels(features, speakers, "speakers")[keep].astype(str)
     fixed = None if split is None else _fixed_split(features, split, keep)
-    constant = (X == X[:1]).all(axis=0)  # dead or constant neurons: no probe can use them
+    constant = np.ones(X.shape[1], dtype=bool)  # dead or constant neurons: no probe can use them
+    first = take_rows(X, np.arange(1))
+    for block in _blocks(X):
+        constant &= (block == first).all(axis=0)
     return TaskData(X, _clean(y_all[keep]), spk, X_rinit, perm, names, sizes, fixed, constant)

@@ -109,3 +109,49 @@ def test_float16_storage_halves_the_files_round_trips_and_keeps_probe_accuracy(s
         big = full.values.copy()
         big[7, 3] = 1e6
         Features(big, full.ids, full.layers).save(tmp_path / "big.safetensors", dtype="float16")
+
+
+def test_the_whole_study_runs_from_shards_as_from_memory(tmp_path):
+    """analyze() on ShardedFeatures (features and R.INIT read on demand, never loaded) equals it in memory."""
+    from neurohook.analysis import analyze
+    from neurohook.task_data import SelectedRows, task_data
+
+    rng = np.random.default_rng(3)
+    n, speakers = 480, np.repeat(np.arange(48), 10)
+    y = speakers % 3  # a speaker property
+    stores = []
+    for k in range(2):  # features and an R.INIT-sized set
+        X = (rng.standard_normal((n, 60)) * rng.uniform(0.5, 4, 60)).astype(np.float32)
+        X[:, 40:44] += (1.5 - k) * np.eye(3, 4)[y] * 2  # information in layer "b" (interleaved with "a")
+        X[:, 7] = 2.0  # a constant neuron
+        spans = [LayerSpan("a", 0, 30, "mean"), LayerSpan("b", 30, 50, "mean"), LayerSpan("a", 50, 60, "mean")]
+        full = Features(X, [f"u{i:04d}" for i in range(n)], spans)
+        root = tmp_path / f"set{k}"
+        (root / "shards").mkdir(parents=True)
+        for j, a in enumerate(range(0, n, 200)):
+            full.select_ids(full.ids[a : a + 200]).save(root / "shards" / f"shard-{j:05d}.safetensors")
+        stores.append((full, ShardedFeatures.open(root)))
+    labels = {u: int(v) for u, v in zip(stores[0][0].ids[:-20], y)}  # 20 unlabelled utterances left out
+    spk = speakers.astype(str)
+    options = dict(speakers=spk, seeds=(0, 1), percentages=(10, 50))
+    memory = analyze(stores[0][0], labels, rinit_features=stores[1][0], **options).to_dict()
+    sharded = analyze(stores[0][1], labels, rinit_features=stores[1][1], **options).to_dict()
+    d = task_data(stores[0][1], labels, "task", spk, stores[1][1], None)
+    assert isinstance(d.X, SelectedRows) and isinstance(d.X_rinit, SelectedRows) and d.constant.sum() == 1
+
+    def close(a, b, where="result"):
+        if isinstance(a, dict):
+            assert a.keys() == b.keys(), where
+            for key in a:
+                close(a[key], b[key], f"{where}.{key}")
+        elif isinstance(a, list):
+            assert len(a) == len(b), where
+            for i, (u, v) in enumerate(zip(a, b)):
+                close(u, v, f"{where}[{i}]")
+        elif isinstance(a, float):
+            assert a == pytest.approx(b, abs=1e-6), where
+        else:
+            assert a == b, where
+
+    close(memory, sharded)
+    assert memory["tasks"]["task"]["oracle"]["mean"] > 0.6  # the study found the planted information
