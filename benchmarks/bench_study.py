@@ -8,14 +8,23 @@ control task, R.INIT, ranking, ablation, minimal sets, cross-fit ranking check, 
 Reference in the same run: scikit-learn's `LogisticRegressionCV` (lbfgs, 4 Cs, 3 folds) on the ALL
 features of one seed's training rows (at most ``--sk-rows``), i.e. one probe of the hundreds the study
 trains, with its test accuracy beside neurohook's ALL probe of that seed.
-Usage: python benchmarks/bench_study.py [--quick] [--n 40000] [--scale 1.0] [--seeds 5]
+With ``--sharded`` the two feature sets are written as safetensors shards and the study runs from
+``ShardedFeatures`` in a fresh process (values read on demand, never loaded: its own peak RSS),
+beside the same study after NumPy loads every shard (``ShardedFeatures.load()``), the obvious way.
+Usage: python benchmarks/bench_study.py [--quick] [--n 40000] [--scale 1.0] [--seeds 5] [--sharded]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import resource
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -65,15 +74,119 @@ def sklearn_reference(feats: Features, y: np.ndarray, speakers: np.ndarray, rows
             "test_accuracy": round(float(model.score(feats.values[te], y[te])), 4)}
 
 
+SHARD_ROWS = 5000
+
+
+def write_shards(feats: Features, root: Path) -> Path:
+    """The features as safetensors shards of SHARD_ROWS rows under root/shards (as `neurohook extract` writes)."""
+    (root / "shards").mkdir(parents=True)
+    for k, a in enumerate(range(0, len(feats.ids), SHARD_ROWS)):
+        part = Features(feats.values[a : a + SHARD_ROWS], feats.ids[a : a + SHARD_ROWS], feats.layers)
+        part.save(root / "shards" / f"shard-{k:05d}.safetensors")
+    return root
+
+
+class MemorySampler:
+    """Peak resident memory of this process split as /proc/self/status does: anonymous (what the
+    process allocated) and file-backed (pages of the memory-mapped shards, which the kernel can drop)."""
+
+    def __init__(self, every: float = 0.1) -> None:
+        import threading
+
+        self.peak = {"RssAnon": 0, "RssFile": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every: float) -> None:
+        while not self._stop.wait(every):
+            for line in Path("/proc/self/status").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in self.peak:
+                    self.peak[key] = max(self.peak[key], int(value.split()[0]) * 1024)
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        return {k: round(v / 1e9, 2) for k, v in self.peak.items()}
+
+
+def study_from_shards(root: Path, seeds: int) -> dict:
+    """Run in a fresh process: the study of every task from ShardedFeatures, its time and peak RSS."""
+    from neurohook.shards import ShardedFeatures
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    anon_at_start = next(int(line.split()[1]) * 1024 for line in Path("/proc/self/status").read_text().splitlines()
+                         if line.startswith("RssAnon:"))
+    sampler = MemorySampler()
+    feats, rinit = ShardedFeatures.open(root / "features"), ShardedFeatures.open(root / "rinit")
+    saved = np.load(root / "labels.npz")
+    out = {}
+    for name in ("binary", "seven"):
+        t0 = time.perf_counter()
+        r = analyze(feats, saved[name], speakers=saved["speakers"], rinit_features=rinit,
+                    seeds=tuple(range(seeds))).tasks["task"]
+        out[name] = {"analyze_s": round(time.perf_counter() - t0, 1), "acc_all": round(float(r.oracle.mean), 4),
+                     "peak_rss_above_start_gb": round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / 1e9, 2)}
+    peaks = sampler.stop()
+    out["peak_gb"] = {"anonymous": peaks["RssAnon"], "anonymous_above_start": round(peaks["RssAnon"] - anon_at_start / 1e9, 2),
+                      "file_backed_shard_pages": peaks["RssFile"]}
+    return out
+
+
+def sharded(n: int, scale: float, seeds: int) -> dict:
+    """The study from shards (a fresh process) beside NumPy load-everything (this process)."""
+    from neurohook.shards import ShardedFeatures
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        feats, tasks, speakers = features(n, scale, seed=0)
+        write_shards(feats, root / "features")
+        write_shards(features(n, scale, seed=1)[0], root / "rinit")
+        np.savez(root / "labels.npz", speakers=speakers, **tasks)
+        matrix = feats.values.nbytes
+        del feats
+        t0 = time.perf_counter()
+        child = subprocess.run([sys.executable, __file__, "--from-shards", str(root), "--seeds", str(seeds)],
+                               capture_output=True, text=True, check=True)
+        from_shards = json.loads(child.stdout.strip().splitlines()[-1])
+        from_shards["process_s"] = round(time.perf_counter() - t0, 1)
+        t0 = time.perf_counter()
+        loaded, rinit = ShardedFeatures.open(root / "features").load(), ShardedFeatures.open(root / "rinit").load()
+        load_s = time.perf_counter() - t0
+        in_memory = {"load_s": round(load_s, 1)}
+        for name, y in tasks.items():
+            t0 = time.perf_counter()
+            r = analyze(loaded, y, speakers=speakers, rinit_features=rinit, seeds=tuple(range(seeds))).tasks["task"]
+            in_memory[name] = {"analyze_s": round(time.perf_counter() - t0, 1), "acc_all": round(float(r.oracle.mean), 4)}
+        disk = sum(p.stat().st_size for p in root.rglob("*.safetensors"))
+    return {"n": n, "neurons": int(loaded.values.shape[1]), "seeds": seeds, "feature_matrix_gb": round(matrix / 1e9, 3),
+            "shards_on_disk_gb": round(disk / 1e9, 3), "from_shards": from_shards, "numpy_load_everything": in_memory,
+            "time_ratio": {k: round(from_shards[k]["analyze_s"] / in_memory[k]["analyze_s"], 2) for k in tasks},
+            "peak_rss_from_shards_over_matrix": {k: round(from_shards[k]["peak_rss_above_start_gb"] * 1e9 / matrix, 2)
+                                                 for k in tasks},
+            "peak_anonymous_from_shards_over_matrix": round(from_shards["peak_gb"]["anonymous_above_start"] * 1e9 / matrix, 2),
+            "note": "peak RSS counts the pages of the memory-mapped shards read (file-backed, dropped by the kernel when "
+                    "memory is short); peak_gb.anonymous is what the process itself allocated"}
+
+
 def main() -> None:
     def extra(p):
         p.add_argument("--n", type=int, default=40000, help="utterances")
         p.add_argument("--scale", type=float, default=1.0, help="layer widths relative to the paper's CNN")
         p.add_argument("--seeds", type=int, default=5)
         p.add_argument("--sk-rows", type=int, default=5000, help="training rows of the scikit-learn reference")
+        p.add_argument("--sharded", action="store_true", help="the study from shards beside NumPy load-everything")
+        p.add_argument("--from-shards", type=Path, help=argparse.SUPPRESS)  # the child process
 
     args = parse_args(__doc__, extra)
+    if args.from_shards is not None:  # the child process of --sharded
+        print(json.dumps(study_from_shards(args.from_shards, args.seeds)))
+        return
     n, scale, seeds = (4000, 0.1, 2) if args.quick else (args.n, args.scale, args.seeds)
+    if args.sharded:
+        emit("study_sharded", sharded(n, scale, seeds))
+        return
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the interpreter, numpy, torch
     t0 = time.perf_counter()
     feats, tasks, speakers = features(n, scale, seed=0)

@@ -31,6 +31,7 @@ class SelectedRows:
         self.source, self.kept, self.cols = source, np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
         self.ids = [source.ids[r] for r in self.kept]
         self.layers = tuple(layers)
+        self._in_order = bool(np.array_equal(self.cols, np.arange(source.shape[1])))  # no column gather needed
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -51,7 +52,8 @@ class SelectedRows:
 
     def rows(self, index: Sequence[int] | np.ndarray) -> np.ndarray:
         """Values (len(index), D) float32 of the given rows, read from the source."""
-        return self.source.rows(self.kept[np.asarray(index, dtype=np.int64)])[:, self.cols]
+        block = self.source.rows(self.kept[np.asarray(index, dtype=np.int64)])
+        return block if self._in_order else block[:, self.cols]
 
     def column_stats(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean (D,) and population std (D,) float64 of every column, streamed in row blocks."""
