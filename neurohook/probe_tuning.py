@@ -30,9 +30,9 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn.base import clone
 
-from neurohook.probe_batch import ProbeSpec, ProbeState, _is_row_source, train_probes
+from neurohook.probe_batch import ProbeSpec, ProbeState, train_probes
 from neurohook.probe_lbfgs import Block, lbfgs_probes
-from neurohook.zscore import CHUNK, standardize
+from neurohook.zscore import CHUNK, standardize, take_rows
 
 __all__ = ["DEFAULT_L2_GRID", "Tuning", "choose", "dev_phase", "refit"]
 
@@ -67,11 +67,6 @@ class Tuning:
         return {"l2_grid": self.grid, "dev_accuracy": self.dev_accuracy, "dev_loss": self.dev_loss, "l2": self.l2}
 
 
-def rows_of(X: Any, idx: np.ndarray) -> np.ndarray:
-    """Rows ``idx`` of X (N, D): an array, or features read on demand."""
-    return X.rows(idx) if _is_row_source(X) else np.asarray(X)[idx]
-
-
 def _train(X: Any, y: np.ndarray, spans: Sequence[tuple[int, int, float]], rows: np.ndarray | None,
            params: Any, seed: int, init: Sequence[ProbeState | None] | None = None,
            columns: np.ndarray | None = None) -> list[ProbeState]:
@@ -88,7 +83,7 @@ def _train(X: Any, y: np.ndarray, spans: Sequence[tuple[int, int, float]], rows:
         raise ValueError(f"solver must be 'lbfgs' or 'adam', got {params.solver!r}")
     if any(l2 != params.l2 for _, _, l2 in spans):
         raise ValueError("solver='adam' trains with fixed penalties: give l1 and l2 (the tuned default uses 'lbfgs')")
-    Xr = X if rows is None else rows_of(X, rows)
+    Xr = X if rows is None else take_rows(X, rows)
     Xr = Xr if columns is None else np.asarray(Xr)[:, columns]
     yr = y if rows is None else y[rows]
     return train_probes(Xr, yr, [ProbeSpec(a, b, seed) for a, b, _ in spans], params)
@@ -111,7 +106,7 @@ def dev_phase(X: Any, y: np.ndarray, spans: Sequence[tuple[int, int]], fit: np.n
     nll = np.zeros(len(states))
     for start in range(0, len(dev), CHUNK):  # in blocks: features read on demand never all in memory
         rows = dev[start : start + CHUNK]
-        X_dev, y_dev = rows_of(X, rows), np.asarray(y)[rows]
+        X_dev, y_dev = take_rows(X, rows), np.asarray(y)[rows]
         X_dev = X_dev if columns is None else X_dev[:, columns]
         classes = states[0].classes  # one set of fit rows: the same classes and statistics per span
         known = np.isin(y_dev, classes)
