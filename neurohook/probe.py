@@ -33,7 +33,7 @@ from neurohook.errors import DataError
 from neurohook.features import Features
 from neurohook.probe_batch import ProbeSpec, ProbeState, _is_row_source, train_probes
 from neurohook.probe_tuning import DEFAULT_L2_GRID, Tuning, dev_phase, refit
-from neurohook.zscore import CHUNK, standardize
+from neurohook.zscore import CHUNK, standardize, take_rows
 
 __all__ = ["PAPER_SETTINGS", "KernelInputs", "LinearProbe", "ProbeSpec", "fit_probes"]
 
@@ -238,11 +238,12 @@ def fit_probes(X: Any, y: Any, specs: Sequence[ProbeSpec], groups: Any = None, *
     if rows is not None:
         rows = np.asarray(rows, dtype=np.int64)
         if template.solver == "adam":  # minibatches: the selected rows, gathered once
-            X, y, groups, rows = np.asarray(X)[rows], y[rows], None if groups is None else np.asarray(groups)[rows], None
+            X, y, groups, rows = take_rows(X, rows), y[rows], None if groups is None else np.asarray(groups)[rows], None
     if columns is not None:
         columns = np.asarray(columns, dtype=np.int64)
         if template.solver == "adam":  # minibatches: the selected columns, gathered once
-            X, columns = np.asarray(X)[:, columns], None
+            X = take_rows(X, np.arange(len(X))) if _is_row_source(X) else np.asarray(X)
+            X, columns = X[:, columns], None
     width = X.shape[1] if columns is None else len(columns)
     for s in specs:
         if not 0 <= s.start < s.end <= width:

@@ -155,3 +155,14 @@ def test_the_whole_study_runs_from_shards_as_from_memory(tmp_path):
 
     close(memory, sharded)
     assert memory["tasks"]["task"]["oracle"]["mean"] > 0.6  # the study found the planted information
+
+
+def test_rows_and_columns_of_shards_train_as_of_the_array(stored):
+    full, y, sharded = stored
+    rows, cols = np.arange(0, 6000, 3), np.r_[300:320, 0:10]
+    specs = [ProbeSpec(0, 10), ProbeSpec(0, 30)]
+    for params in (dict(l2=1e-3), dict(solver="adam", epochs=1, l2=0.0)):
+        a = fit_probes(sharded, y, specs, rows=rows, columns=cols, **params)
+        b = fit_probes(full.values[rows][:, cols], y[rows], specs, **params)
+        for p, q in zip(a, b):
+            np.testing.assert_allclose(p.coef_, q.coef_, atol=1e-4)
