@@ -20,7 +20,7 @@ import numpy as np
 from neurohook.atomic import atomic_open
 from neurohook.codec import decode, encode
 from neurohook.errors import FeaturesFileError
-from neurohook.zscore import CHUNK, streamed_stats
+from neurohook.zscore import row_blocks, streamed_stats
 
 __all__ = ["FeatureSource", "Features", "LayerSpan", "UtteranceId", "normalize_id", "read_provenance"]
 
@@ -165,9 +165,7 @@ class Features:
     def column_stats(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean (D,) and population standard deviation (D,) of every column, float64 (streamed in row
         blocks: no float64 copy of the values)."""
-        n = len(self.values)
-        return streamed_stats(((np.arange(a, min(a + CHUNK, n)), self.values[a : a + CHUNK]) for a in range(0, n, CHUNK)),
-                              self.ids, self.values.shape[1])
+        return streamed_stats(row_blocks(self), self.ids, self.values.shape[1])
 
     # ------------------------------------------------------------------------------ selection
     def select_layers(self, names: str | Sequence[str]) -> Features:

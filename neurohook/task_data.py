@@ -16,7 +16,7 @@ import numpy as np
 
 from neurohook.errors import DataError
 from neurohook.features import FeatureSource, Features, LayerSpan
-from neurohook.zscore import CHUNK, streamed_stats, take_rows
+from neurohook.zscore import row_blocks, streamed_stats, take_rows
 
 __all__ = ["TaskData", "task_data"]
 
@@ -57,9 +57,7 @@ class SelectedRows:
 
     def column_stats(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean (D,) and population std (D,) float64 of every column, streamed in row blocks."""
-        n = len(self)
-        blocks = ((np.arange(a, min(a + CHUNK, n)), self.rows(np.arange(a, min(a + CHUNK, n)))) for a in range(0, n, CHUNK))
-        return streamed_stats(blocks, self.ids, self.shape[1])
+        return streamed_stats(row_blocks(self), self.ids, self.shape[1])
 
 
 def _layer_blocks(features: Features) -> tuple[np.ndarray, list[str], list[int]]:
@@ -79,15 +77,9 @@ def _aligned_labels(features: Features, labels: Any, what: str) -> np.ndarray:
     return arr
 
 
-def _blocks(X: Any):
-    """X's rows in blocks of CHUNK: an array, or features read on demand."""
-    for a in range(0, len(X), CHUNK):
-        yield take_rows(X, np.arange(a, min(a + CHUNK, len(X))))
-
-
 def _check_finite(X: Any, ids: Sequence[Any], what: str) -> None:
     """DataError naming the first utterances whose features hold NaN or Inf (checked in row blocks)."""
-    bad = np.concatenate([~np.isfinite(block).all(axis=1) for block in _blocks(X)])
+    bad = np.concatenate([~np.isfinite(block).all(axis=1) for _, block in row_blocks(X)])
     if bad.any():
         rows = np.flatnonzero(bad)
         raise DataError(f"{what} of {len(rows)} utterance(s) hold NaN or Inf, e.g. {[ids[r] for r in rows[:5]]}")
@@ -174,6 +166,6 @@ def task_data(features: FeatureSource, labels: Any, task: str, speakers: Any, ri
     fixed = None if split is None else _fixed_split(features, split, keep)
     constant = np.ones(X.shape[1], dtype=bool)  # dead or constant neurons: no probe can use them
     first = take_rows(X, np.arange(1))
-    for block in _blocks(X):
+    for _, block in row_blocks(X):
         constant &= (block == first).all(axis=0)
     return TaskData(X, _clean(y_all[keep]), spk, X_rinit, perm, names, sizes, fixed, constant)

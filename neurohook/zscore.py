@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["column_stats", "standardize", "streamed_stats", "take_rows"]
+__all__ = ["column_stats", "row_blocks", "standardize", "streamed_stats", "take_rows"]
 
 CHUNK = 512  # rows per block when statistics are streamed
 
@@ -31,11 +31,16 @@ def column_stats(X: Any, rows: np.ndarray | None = None) -> tuple[np.ndarray, np
     if rows is None and hasattr(X, "column_stats"):  # a FeatureSource: in memory, or streamed over shards
         mean, scale = (np.array(v, dtype=np.float64) for v in X.column_stats())
     else:
-        rows = np.arange(len(X)) if rows is None else np.asarray(rows)
-        mean, scale = streamed_stats(((rows[a : a + CHUNK], take_rows(X, rows[a : a + CHUNK]))
-                                      for a in range(0, len(rows), CHUNK)), _ids(X), X.shape[1])
+        mean, scale = streamed_stats(row_blocks(X, rows), _ids(X), X.shape[1])
     scale[scale == 0] = 1.0
     return mean, scale
+
+
+def row_blocks(X: Any, rows: np.ndarray | None = None):
+    """(row indices (n,), values (n, D)) of X's rows ``rows`` (default all) in blocks of :data:`CHUNK` rows."""
+    rows = np.arange(len(X)) if rows is None else np.asarray(rows)
+    for a in range(0, len(rows), CHUNK):
+        yield rows[a : a + CHUNK], take_rows(X, rows[a : a + CHUNK])
 
 
 def take_rows(X: Any, rows: np.ndarray) -> np.ndarray:
