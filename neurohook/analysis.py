@@ -11,7 +11,8 @@ same verdict from probes that did not make the ranking (:mod:`neurohook.ranking_
 half of the training rows, retrain on the other on the top / random neurons only); the prefix curve
 beside random orders' curves; the minimal neuron set's accuracy with its random counterpart; its
 distribution over layers. Then means and standard deviations over seeds, and the overlap of the tasks' minimal sets
-(polysemous neurons). Results are dataclasses that serialise to JSON and back.
+(polysemous neurons). Results are dataclasses that serialise to JSON and back. One seed's work lives in
+:mod:`neurohook.analysis_seed`; :func:`run_tasks` runs the (task, seed) units, here or in worker processes.
 
 Accuracies are fractions in [0, 1]; ``delta`` tolerances are fractions too (0.01 = one point). Every
 accuracy measured on the test utterances (majority, ALL, control, R.INIT, each layer, the masked
@@ -22,7 +23,9 @@ seeds and, within each, the test speakers (utterances without speakers; :mod:`ne
 
 from __future__ import annotations
 
+import inspect
 import logging
+import uuid
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -30,15 +33,12 @@ import numpy as np
 from neurohook import distributed, ranking
 from neurohook.features import Features
 from neurohook.errors import DataError
-from neurohook.ablation import DEFAULT_PERCENTAGES, DevSearch, ablation_accuracy, ablation_outcomes, minimal_neuron_set
-from neurohook.control import control_labels, majority_accuracy, majority_class, selectivity
-from neurohook.data.splits import seed_streams, train_dev_split, train_test_split
+from neurohook.ablation import DEFAULT_PERCENTAGES
+from neurohook.analysis_seed import minimal_set, one_seed
+from neurohook.data.splits import seed_streams, train_test_split
 from neurohook.intervals import percentile_interval, replicate_means
-from neurohook.probe import PAPER_SETTINGS, LinearProbe, ProbeSpec, fit_probes
-from neurohook.probe_tuning import dev_phase, refit
-from neurohook.ranking_check import retrained_check
+from neurohook.probe import PAPER_SETTINGS, LinearProbe
 from neurohook.task_data import TaskData, task_data
-from neurohook.zscore import CHUNK, take_rows
 from neurohook.results import AnalysisResult, Overlap, Stat, TaskResult
 
 __all__ = [
@@ -61,116 +61,6 @@ def overlap(name_a: str, neurons_a: Sequence[int], name_b: str, neurons_b: Seque
     union = len(a | b)
     return Overlap(name_a, name_b, shared, shared / len(a) if a else 0.0, shared / len(b) if b else 0.0,
                    shared / union if union else 0.0)
-
-
-RANDOM_DRAWS = 10  # random sets per seed behind every random-k accuracy
-
-
-def _probe(state: Any, params: dict[str, Any], tuning: Any = None, l2: float | None = None) -> LinearProbe:
-    """A fitted LinearProbe from a trained state (and its dev phase)."""
-    return LinearProbe(**params)._set_state(state, tuning, l2)
-
-
-def _ranking_choice(tuning: Any, X_dev: np.ndarray, y_dev: np.ndarray, constant: np.ndarray, percent: float,
-                    seed: int, steps: Sequence[float] | None) -> tuple[int, np.ndarray]:
-    """(grid index, dev-phase order) of the ranking probe: the l2 whose top ``percent`` of neurons,
-    alone, scores best on dev (ties: the stronger l2). With one grid value, that one."""
-    orders = [ranking.neuron_ordering(state.coef, steps).order for state in tuning.states]
-    if len(orders) == 1:
-        return 0, orders[0]
-    acc = [ablation_accuracy(LinearProbe()._set_state(state, l2=l2).kernel_inputs(X_dev, y_dev), o[~constant[o]],
-                             percent, seed)["top"] for state, l2, o in zip(tuning.states, tuning.grid, orders)]
-    best = max(range(len(acc)), key=lambda g: (acc[g], tuning.grid[g]))
-    return best, orders[best]
-
-
-def _one_seed(d: TaskData, seed: int, task: str, test_size: float, ablation_percent: float,
-              steps: Sequence[float] | None, prefix_k: np.ndarray, probe_params: dict[str, Any]) -> dict[str, Any]:
-    """One seed's measurements: probes per layer and on ALL, baselines, ranking, ablation, prefix curve.
-
-    Choices are made on a dev part of the training rows: each probe's l2, the ranking probe's l2,
-    (later) the best layer and the minimal set's size. Test rows are only scored.
-    """
-    streams = seed_streams(seed)  # independent draws: split, control labels, masks, minimal sets, dev
-    tr, te = d.fixed if d.fixed is not None else train_test_split(d.y, test_size, streams.split, d.speakers)
-    D = d.X.shape[1]
-    starts = np.concatenate([[0], np.cumsum(d.sizes)])
-    spans = [(int(starts[i]), int(starts[i + 1])) for i in range(len(d.names))] + [(0, D)]
-    # the training rows are indexed in d.X, never copied; the test rows are copied once (scored many times)
-    X_te, y_tr, y_te = take_rows(d.X, te), d.y[tr], d.y[te]
-    spk_tr = None if d.speakers is None else d.speakers[tr]
-    template = LinearProbe(**probe_params)
-    fit, dev = (tr[i] for i in train_dev_split(y_tr, template.dev_size, streams.dev, spk_tr))  # rows of d.X
-    tunings = dev_phase(d.X, d.y, spans, fit, dev, template, seed)
-    g_rank, dev_order = _ranking_choice(tunings[-1], take_rows(d.X, dev), d.y[dev], d.constant, ablation_percent, streams.masks,
-                                        steps)
-    rank_l2 = tunings[-1].grid[g_rank]
-    refits = [(a, b, t.l2) for (a, b), t in zip(spans, tunings)]
-    separate = rank_l2 != tunings[-1].l2
-    init = [t.start for t in tunings] + ([tunings[-1].states[g_rank]] if separate else [])
-    states = refit(d.X, d.y, refits + ([(0, D, rank_l2)] if separate else []), template, seed, init, rows=tr)
-    probes = [_probe(st, probe_params, t) for st, t in zip(states, tunings)]
-    probe_all = probes[-1]
-    rank_probe = _probe(states[-1], probe_params, l2=rank_l2) if separate else probe_all
-    layer_acc = [p.score(X_te[:, a:b], y_te) for p, (a, b) in zip(probes, spans)]
-    oracle = layer_acc[-1]
-    out: dict[str, Any] = {"n_train": len(tr), "n_test": len(te), "layers": layer_acc[:-1], "oracle": oracle,
-                           "majority": majority_accuracy(y_tr, y_te), "probe_l2": tunings[-1].l2, "ranking_l2": rank_l2,
-                           "layers_dev": [t.dev_accuracy[t.chosen] for t in tunings[:-1]],
-                           "oracle_dev": tunings[-1].dev_accuracy[tunings[-1].chosen], "dev_rows": (fit, dev),
-                           "dev_order": dev_order}
-    # per test utterance, 1 where right: what the intervals resample (columns named in `outcomes`)
-    outcomes = {"oracle": probe_all.predict(X_te) == y_te, "majority": y_te == majority_class(y_tr),
-                **{f"layer:{n}": p.predict(X_te[:, a:b]) == y_te for n, p, (a, b) in zip(d.names, probes, spans)}}
-    ctrl_train, ctrl_test = control_labels(y_tr, len(te), streams.control)
-    ctrl_y = np.empty(len(d.y), dtype=ctrl_train.dtype)
-    ctrl_y[tr] = ctrl_train  # per row of d.X; only the training rows are read
-    (ctrl_probe,) = fit_probes(d.X, ctrl_y, [ProbeSpec(0, D, seed)], groups=d.speakers, rows=tr, **probe_params)
-    outcomes["control"] = ctrl_probe.predict(X_te) == ctrl_test
-    out["control"] = float(outcomes["control"].mean())
-    out["selectivity"] = selectivity(oracle, out["control"])
-    if d.X_rinit is not None:
-        (rprobe,) = fit_probes(d.X_rinit, d.y, [ProbeSpec(0, d.X_rinit.shape[1], seed)], groups=d.speakers, rows=tr,
-                               **probe_params)
-        outcomes["rinit"] = np.concatenate([rprobe.predict(take_rows(d.X_rinit, te[a : a + CHUNK])) == y_te[a : a + CHUNK]
-                                            for a in range(0, len(te), CHUNK)])  # in blocks: no copy of its test rows
-        out["rinit"] = float(outcomes["rinit"].mean())
-    order = ranking.neuron_ordering(rank_probe.coef_, steps).order
-    live = order[~d.constant[order]]  # constant neurons stay out of the top / bottom / random draws
-    check = retrained_check(d.X, d.y, X_te, y_te, l2=rank_l2, retrain_l2=tunings[-1].l2, percent=ablation_percent,
-                            seed=streams.check, groups=d.speakers, constant=d.constant, steps=steps, rows=tr)
-    out["check"] = {k: float(v.mean()) for k, v in check.items()}
-    outcomes.update({f"check:{k}": v for k, v in check.items()})
-    inputs = rank_probe.kernel_inputs(X_te, y_te)  # the test features normalised once for both kernels
-    del X_te  # the normalised copy serves the rest
-    out["masked"] = ablation_accuracy(inputs, live, ablation_percent, streams.masks, RANDOM_DRAWS)
-    outcomes.update({f"masked:{how}": c for how, c in ablation_outcomes(inputs, live, ablation_percent,
-                                                                           streams.masks, RANDOM_DRAWS).items()})
-    out["outcomes"] = outcomes
-    out["groups"] = None if d.speakers is None else d.speakers[te]
-    out["prefix"] = ranking.prefix_accuracy(*inputs, order)[prefix_k - 1]
-    rng = np.random.default_rng(streams.masks)
-    randoms = np.array([ranking.prefix_accuracy(*inputs, np.concatenate([rng.permutation(live), order[d.constant[order]]]))
-                        [prefix_k - 1] for _ in range(RANDOM_DRAWS)])  # random orders of the live neurons
-    out["prefix_random"], out["prefix_random_std"] = randoms.mean(axis=0), randoms.std(axis=0)
-    out.update(split=(tr, te), order=order)
-    logger.info("%s seed %d: ALL %.3f (l2 %g; ranking l2 %g), best layer %.3f", task, seed, oracle, tunings[-1].l2,
-                rank_l2, max(layer_acc[:-1]))
-    return out
-
-
-def _minimal(d: TaskData, p: dict[str, Any], seed: int, task: str, percentages: Sequence[float], delta: float,
-             probe_params: dict[str, Any]) -> dict[str, Any]:
-    """One seed's minimal neuron set, its size chosen on dev (probes retrained on the top / random N%
-    with the ALL probe's l2), reported on test; and its layer distribution."""
-    tr, te = p["split"]
-    fit, dev = p["dev_rows"]  # rows of d.X, as tr: indexed, never copied
-    search = DevSearch(d.X, d.y, take_rows(d.X, dev), d.y[dev], p["dev_order"], p["oracle_dev"], fit_rows=fit)
-    params = {**probe_params, "l2": p["probe_l2"]}
-    minimal = minimal_neuron_set(d.X, d.y, take_rows(d.X, te), d.y[te], p["order"], p["oracle"], percentages, delta,
-                                 seed, draw_seed=seed_streams(seed).minimal, dev=search, train_rows=tr, **params)
-    logger.info("%s seed %d: minimal %g%% (chosen on dev) -> %.3f on test", task, seed, minimal.percent, minimal.accuracy)
-    return {"minimal": minimal, "distribution": ranking.layer_distribution(np.asarray(minimal.neurons), d.sizes).counts}
 
 
 def _intervals(per: list[dict[str, Any]], seed: int) -> dict[str, tuple[float, float]]:
@@ -297,22 +187,102 @@ def analyze_task(
     trains every probe with :data:`neurohook.probe.PAPER_SETTINGS` (Adam, l1 = l2 = 1e-5, 20 epochs)
     instead of the tuned default (``probe_params`` given beside it override it); choices are still made on dev.
     """
-    if paper:
-        probe_params = {**PAPER_SETTINGS, **probe_params}
-    d = task_data(features, labels, task, speakers, rinit_features, split)
-    D = d.X.shape[1]
-    prefix_k = np.unique(np.linspace(1, D, min(prefix_points, D)).round().astype(int))
-    per = [_one_seed(d, seed, task, test_size, ablation_percent, steps, prefix_k, probe_params) for seed in seeds]
-    ci = _intervals(per, seed_streams(seeds[0]).intervals)
-    informative = ci["oracle"][0] > float(np.mean([p["majority"] for p in per]))
-    if informative:
-        for p, seed in zip(per, seeds):
-            p.update(_minimal(d, p, seed, task, percentages, delta, probe_params))
-    else:
-        logger.warning("%s: Acc(ALL) %.3f [%.3f, %.3f] is not above the majority rate %.3f beyond its interval; "
-                       "no minimal set or neuron distribution is computed", task, np.mean([p["oracle"] for p in per]),
-                       *ci["oracle"], np.mean([p["majority"] for p in per]))
-    return _task_result(d, task, seeds, per, ci, informative, layer_delta, ablation_percent, prefix_k)
+    options = dict(seeds=seeds, test_size=test_size, ablation_percent=ablation_percent, percentages=percentages,
+                   delta=delta, layer_delta=layer_delta, steps=steps, prefix_points=prefix_points, split=split,
+                   paper=paper, **probe_params)
+    return run_tasks(features, {task: labels}, speakers, rinit_features, options)[task]
+
+
+def _settings(options: Mapping[str, Any]) -> dict[str, Any]:
+    """analyze_task's options with its defaults filled in; ``probe``: the probe's parameters (paper's applied)."""
+    bound = inspect.signature(analyze_task).bind(None, None, **options)
+    bound.apply_defaults()
+    out = {k: v for k, v in bound.arguments.items() if k not in ("features", "labels", "task", "speakers",
+                                                                  "rinit_features", "probe_params")}
+    probe = dict(bound.arguments["probe_params"])
+    out["probe"] = {**PAPER_SETTINGS, **probe} if out["paper"] else probe
+    return out
+
+
+class _Inputs:
+    """What every (task, seed) unit of one study reads; each process prepares a task's rows once (cached)."""
+
+    _prepared: dict[tuple[str, str], tuple[TaskData, np.ndarray]] = {}  # per process: (token, task) -> rows, prefix k
+
+    def __init__(self, features: Features, tasks: Mapping[str, Any], speakers: Any, rinit: Features | None,
+                 options: Mapping[str, Any]) -> None:
+        self.features, self.tasks, self.speakers, self.rinit = features, dict(tasks), speakers, rinit
+        self.settings = _settings(options)
+        self.token = uuid.uuid4().hex
+
+    def prepared(self, task: str) -> tuple[TaskData, np.ndarray]:
+        """The task's rows (:func:`neurohook.task_data.task_data`) and the prefix curve's k values."""
+        key = (self.token, task)
+        if key not in self._prepared:
+            for old in [k for k in self._prepared if k[0] != self.token]:  # another study's: dropped
+                del self._prepared[old]
+            d = task_data(self.features, self.tasks[task], task, self.speakers, self.rinit, self.settings["split"])
+            D = d.X.shape[1]
+            self._prepared[key] = d, np.unique(np.linspace(1, D, min(self.settings["prefix_points"], D)).round().astype(int))
+        return self._prepared[key]
+
+    def release(self) -> None:
+        """Drop this study's prepared rows (in this process)."""
+        for key in [k for k in self._prepared if k[0] == self.token]:
+            del self._prepared[key]
+
+
+def _unit(inputs: _Inputs, task: str, seed: int, seed_part: dict[str, Any] | None = None,
+          threads: int | None = None) -> dict[str, Any]:
+    """One seed of one task: its probes and measurements (:func:`neurohook.analysis_seed.one_seed`) or, given them, its
+    minimal neuron set (:func:`neurohook.analysis_seed.minimal_set`). ``threads``: set torch's and the core's (worker processes)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+        ranking.set_num_threads(threads)
+    d, prefix_k = inputs.prepared(task)
+    s = inputs.settings
+    if seed_part is None:
+        return one_seed(d, seed, task, s["test_size"], s["ablation_percent"], s["steps"], prefix_k, s["probe"])
+    return minimal_set(d, seed_part, seed, task, s["percentages"], s["delta"], s["probe"])
+
+
+def _map(inputs: _Inputs, units: list[tuple[Any, ...]], n_jobs: int) -> list[dict[str, Any]]:
+    """``_unit(inputs, *u)`` for every unit, in order: here, or in ``n_jobs`` worker processes of one thread."""
+    if n_jobs <= 1 or len(units) <= 1:
+        return [_unit(inputs, *u) for u in units]
+    from joblib import Parallel, delayed  # fresh worker processes (loky); large arrays memory-mapped
+
+    return Parallel(n_jobs=min(n_jobs, len(units)))(delayed(_unit)(inputs, *u, threads=1) for u in units)
+
+
+def run_tasks(features: Features, tasks: Mapping[str, Any], speakers: Any, rinit_features: Features | None,
+              options: Mapping[str, Any], n_jobs: int = 1) -> dict[str, TaskResult]:
+    """:func:`analyze_task` for every task {name: labels}, its (task, seed) units spread over ``n_jobs``
+    worker processes: first every seed's probes and measurements, then, for the tasks whose Acc(ALL)
+    lies above the majority rate, every seed's minimal neuron set. Equal to one process (same seeds)."""
+    inputs = _Inputs(features, tasks, speakers, rinit_features, options)
+    seeds = list(inputs.settings["seeds"])
+    try:
+        parts = iter(_map(inputs, [(t, s) for t in tasks for s in seeds], n_jobs))
+        per = {t: [next(parts) for _ in seeds] for t in tasks}
+        ci, informative = {}, {}
+        for t, ps in per.items():
+            ci[t] = _intervals(ps, seed_streams(seeds[0]).intervals)
+            informative[t] = ci[t]["oracle"][0] > float(np.mean([p["majority"] for p in ps]))
+            if not informative[t]:
+                logger.warning("%s: Acc(ALL) %.3f [%.3f, %.3f] is not above the majority rate %.3f beyond its "
+                               "interval; no minimal set or neuron distribution is computed", t,
+                               np.mean([p["oracle"] for p in ps]), *ci[t]["oracle"], np.mean([p["majority"] for p in ps]))
+        units = [(t, s, p) for t in tasks if informative[t] for s, p in zip(seeds, per[t])]
+        for (t, s, p), extra in zip(units, _map(inputs, units, n_jobs)):
+            p.update(extra)
+        st = inputs.settings
+        return {t: _task_result(inputs.prepared(t)[0], t, seeds, per[t], ci[t], informative[t], st["layer_delta"],
+                                st["ablation_percent"], inputs.prepared(t)[1]) for t in tasks}
+    finally:
+        inputs.release()
 
 
 def analyze(
@@ -333,21 +303,13 @@ def analyze(
     speaker verification: EER and minDCF per layer and for ALL. Returns an AnalysisResult with the
     overlaps of the minimal sets. Under ``torchrun`` each process analyses its share of the tasks
     (whole tasks: :func:`neurohook.distributed.share`) and every process returns the whole result.
-    ``n_jobs`` > 1 analyses (this process's) tasks in that many worker processes of one thread each:
-    the probes' L-BFGS on a few thousand rows gains nothing from a second thread (one task: 19.0 s
-    with 2 threads, 19.4 s with 1, two at once 19.8 s each on the 2 cores here), so two tasks at
-    once take about half the time. Results equal those of one process (same seeds).
+    ``n_jobs`` > 1 runs the (task, seed) units in that many worker processes of one thread each
+    (:func:`run_tasks`): the probes' L-BFGS on a few thousand rows gains nothing from a second thread,
+    so two units at once take about half the time. Results equal those of one process (same seeds).
     """
     tasks = dict(labels) if isinstance(labels, Mapping) and _is_task_map(labels, features) else {"task": labels}
     names = distributed.share(list(tasks))
-    if n_jobs > 1 and len(names) > 1:
-        from joblib import Parallel, delayed  # fresh worker processes (loky); large arrays memory-mapped
-
-        jobs = (delayed(_task_in_worker)(features, tasks[n], n, speakers, rinit_features, options) for n in names)
-        mine = dict(zip(names, Parallel(n_jobs=min(n_jobs, len(names)))(jobs)))
-    else:
-        mine = {n: analyze_task(features, tasks[n], task=n, speakers=speakers, rinit_features=rinit_features, **options)
-                for n in names}
+    mine = run_tasks(features, {n: tasks[n] for n in names}, speakers, rinit_features, options, n_jobs) if names else {}
     done = {name: r for part in distributed.all_gather(mine) for name, r in part.items()}
     results = {name: done[name] for name in tasks}  # task order, whichever rank ran it
     names = list(results)
@@ -366,16 +328,6 @@ def analyze(
 
         ver = evaluate(features, trials)
     return AnalysisResult(results, overlaps, settings, ver)
-
-
-def _task_in_worker(features: Features, labels: Any, task: str, speakers: Any, rinit_features: Features | None,
-                    options: dict[str, Any]) -> TaskResult:
-    """:func:`analyze_task` in a worker process of :func:`analyze`'s ``n_jobs``: one thread each."""
-    import torch
-
-    torch.set_num_threads(1)
-    ranking.set_num_threads(1)
-    return analyze_task(features, labels, task=task, speakers=speakers, rinit_features=rinit_features, **options)
 
 
 def _is_task_map(labels: Mapping[Any, Any], features: Features) -> bool:

