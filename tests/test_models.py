@@ -270,3 +270,51 @@ def test_a_freshly_trained_model_carries_what_its_checkpoint_does(tmp_path, monk
     loaded = models.load(result.checkpoint)
     assert result.model.extra["classes"] == loaded.extra["classes"] and len(loaded.extra["classes"]) >= 2
     assert result.model.metrics == loaded.metrics
+
+
+def test_crepe_frame_conv_equals_conv2d_k_by_1() -> None:
+    """CREPE's blocks run Conv1d over each frame; torchcrepe runs Conv2d (k x 1) over (N, C, H, 1)."""
+    import torch.nn.functional as F
+    from neurohook.models.crepe import _FrameConv
+
+    torch.manual_seed(0)
+    block = _FrameConv(3, 5, 8, 2, (3, 4), 32).eval()
+    nn.init.normal_(block.bn.running_mean)
+    x = torch.randn(2, 3, 4 * 32)  # 2 utterances, 4 frames of 32 positions
+    frames = x.reshape(2, 3, 4, 32).transpose(1, 2).reshape(8, 3, 32, 1)
+    ref = F.conv2d(F.pad(frames, (0, 0, 3, 4)), block.conv.weight[..., None], block.conv.bias, stride=(2, 1))
+    ref = F.max_pool2d(F.batch_norm(torch.relu(ref), block.bn.running_mean, block.bn.running_var, block.bn.weight,
+                                    block.bn.bias, eps=block.bn.eps), (2, 1), (2, 1))[..., 0]
+    ref = ref.reshape(2, 4, 5, block.h_out).transpose(1, 2).reshape(2, 5, 4 * block.h_out)
+    torch.testing.assert_close(block(x), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_pesto_toeplitz_matrix_equals_its_convolution() -> None:
+    """PESTO's fc is the package's padded one-channel Conv1d, computed as one matrix product."""
+    import torch.nn.functional as F
+    from neurohook.models.pesto import _Toeplitz
+
+    torch.manual_seed(0)
+    fc = _Toeplitz(bins=7, channels=3, out=5)
+    nn.init.normal_(fc.conv.weight)
+    x = torch.randn(2, 3, 4 * 7)  # 2 utterances, 4 frames of 7 bins, 3 channels
+    frames = x.reshape(2, 3, 4, 7).transpose(1, 2).reshape(8, 1, 21)
+    ref = F.conv1d(frames, fc.conv.weight, padding=4).reshape(2, 4, 5)
+    torch.testing.assert_close(fc(x), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [dict(padding=3), dict(stride=4), dict(dilation=2, padding=2, groups=2), dict(bias=False)])
+def test_channels_last_conv1d_equals_conv1d(kwargs: dict) -> None:
+    from neurohook.models.base import ChannelsLastConv1d
+
+    torch.manual_seed(0)
+    fast = ChannelsLastConv1d(4, 6, 7, **kwargs)
+    plain = nn.Conv1d(4, 6, 7, **kwargs)
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(3, 4, 50, requires_grad=True)
+    torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-5)
+    fast(x).square().sum().backward()  # trainable as a Conv1d
+    grad = x.grad.clone()
+    x.grad = None
+    plain(x).square().sum().backward()
+    torch.testing.assert_close(grad, x.grad, rtol=1e-4, atol=1e-4)

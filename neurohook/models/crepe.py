@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from neurohook.models.base import ProbeLayers, SpeechModel
+from neurohook.models.base import ChannelsLastConv1d, ProbeLayers, SpeechModel
 from neurohook.models.wheels import wheel_file
 
 __all__ = ["CAPACITIES", "INSTALL_HINT", "CrepeFrames", "CrepePitch", "bins_to_hz",
@@ -100,7 +100,7 @@ class _FrameConv(nn.Module):
         super().__init__()
         self.padding, self.h_in = padding, h_in
         self.h_out = ((h_in + sum(padding) - kernel) // stride + 1) // 2
-        self.conv = nn.Conv1d(c_in, c_out, kernel, stride)
+        self.conv = ChannelsLastConv1d(c_in, c_out, kernel, stride) if c_in > 1 else nn.Conv1d(c_in, c_out, kernel, stride)
         self.bn = nn.BatchNorm1d(c_out, eps=_BN_EPS, momentum=0.0)
 
     def forward(self, x: Tensor) -> Tensor:

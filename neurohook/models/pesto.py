@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from neurohook.models.base import ProbeLayers, SpeechModel
+from neurohook.models.base import ChannelsLastConv1d, ProbeLayers, SpeechModel
 from neurohook.models.wheels import Inert, read_archive, wheel_file
 
 __all__ = ["INSTALL_HINT", "PestoCQT", "PestoPitch", "alwa", "build_pesto",
@@ -169,7 +169,7 @@ class _BinConv(nn.Module):
                  residual: bool = False) -> None:
         super().__init__()
         self.bins, self.residual = bins, residual
-        self.conv = nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2)
+        self.conv = ChannelsLastConv1d(c_in, c_out, kernel, padding=kernel // 2)
         self.act = nn.LeakyReLU(slope)
         self.dropout = nn.Dropout(p_dropout)
 
