@@ -91,7 +91,10 @@ def one_seed(d: TaskData, seed: int, task: str, test_size: float, ablation_perce
     ctrl_train, ctrl_test = control_labels(y_tr, len(te), streams.control)
     ctrl_y = np.empty(len(d.y), dtype=ctrl_train.dtype)
     ctrl_y[tr] = ctrl_train  # per row of d.X; only the training rows are read
-    (ctrl_probe,) = fit_probes(d.X, ctrl_y, [ProbeSpec(0, D, seed)], groups=d.speakers, rows=tr, **probe_params)
+    # the control probe has the ALL probe's l2 (Hewitt & Liang: selectivity compares one probe, with the same
+    # hyper-parameters, on the task and on control labels; dev accuracy cannot choose an l2 for random labels)
+    (ctrl_probe,) = fit_probes(d.X, ctrl_y, [ProbeSpec(0, D, seed)], groups=d.speakers, rows=tr,
+                               **{**probe_params, "l2": tunings[-1].l2})
     outcomes["control"] = ctrl_probe.predict(X_te) == ctrl_test
     out["control"] = float(outcomes["control"].mean())
     out["selectivity"] = selectivity(oracle, out["control"])

@@ -6,7 +6,6 @@ The entry's layout (and the results.json schema around it) is defined in :mod:`n
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -72,10 +71,7 @@ def analyze_model(
         raise ConfigError("speaker verification needs a speaker column (--speaker-column)")
     if split_column:
         options["split"] = labels_of(manifest, split_column, ids)
-    with ThreadPoolExecutor(1) as pool:  # SV beside the analysis: it fills the cores its workers leave idle
-        seed = int(list(options.get("seeds", (0,)))[0])
-        sv_entry = pool.submit(verify_model, features, manifest, speaker_column, sv_trials, seed=seed) if sv else None
-        result = analyze(features, labels, speakers=speakers, rinit_features=rinit_features, **options)
+    result = analyze(features, labels, speakers=speakers, rinit_features=rinit_features, **options)
     entry: dict[str, Any] = {
         "n_neurons": int(features.values.shape[1]),
         "layers": list(features.layer_names),
@@ -83,8 +79,9 @@ def analyze_model(
         "analysis": result.to_dict(),
         "verification": {},
     }
-    if sv_entry is not None:
-        entry["verification"]["SV"] = sv_entry.result()
+    if sv:
+        seed = int(list(options.get("seeds", (0,)))[0])
+        entry["verification"]["SV"] = verify_model(features, manifest, speaker_column, sv_trials, seed=seed)
     return entry
 
 

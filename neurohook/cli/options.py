@@ -136,8 +136,8 @@ ANALYZE: list[Option] = [
     ("--rinit-features", None, "features of the same model with re-initialised weights (R.INIT baseline)",
      {"type": text}),
     ("--seeds", 5, "repeats over seeds (means and standard deviations)", {"type": positive_int}),
-    ("--jobs", 1, "worker processes for the tasks, one thread each (the probes gain nothing from a second "
-                  "thread: --jobs 2 on 2 cores halves the time of two or more tasks)", {"type": positive_int}),
+    ("--jobs", 1, "worker processes for the (task, seed) units, one thread each (the probes gain nothing "
+                  "from a second thread: --jobs 2 on 2 cores about halves the time)", {"type": positive_int}),
     ("--test-size", 0.4, "fraction of utterances (or speakers) in the test part", {"type": fraction}),
     ("--l1", 0.0, "L1 penalty of the elastic net", {"type": non_negative_float}),
     ("--l2", None, "L2 penalty of the elastic net (default: chosen per probe on a speaker-disjoint dev part "
