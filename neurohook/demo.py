@@ -62,7 +62,7 @@ SIZES: dict[str, DemoSize] = {
     "tiny": DemoSize("small", {"adi-cnn": 1, "sre-cnn": 1, "st-base": 1, "st-large": 1}, 1,
                      ("resemblyzer", "silero-vad")),
     # the default: the medium corpus (1536 utterances, 12 speakers a language: speaker-disjoint
-    # splits for every task), short training, 3 seeds; 10-11 minutes on 2 cores from nothing (README).
+    # splits for every task), short training, 3 seeds; 9-11 minutes on 2 cores from nothing (README).
     # st-large: 2 epochs (its training loss was flat after the first of 4: 0.759, 0.762, 0.765, 0.763)
     "default": DemoSize("medium", {"adi-cnn": 12, "sre-cnn": 12, "st-base": 6, "st-large": 2}, 3),
     # the training presets in full and 5 seeds, as the paper

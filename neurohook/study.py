@@ -73,7 +73,7 @@ def analyze_model(
         options["split"] = labels_of(manifest, split_column, ids)
     result = analyze(features, labels, speakers=speakers, rinit_features=rinit_features, **options)
     entry: dict[str, Any] = {
-        "n_neurons": int(features.values.shape[1]),
+        "n_neurons": int(features.shape[1]),
         "layers": list(features.layer_names),
         "layer_sizes": [int(len(features.columns(n))) for n in features.layer_names],
         "analysis": result.to_dict(),

@@ -183,3 +183,29 @@ def test_analyze_reads_an_extraction_kept_as_shards(corpus, tmp_path, capsys):
                     "--out", tmp_path / "r.json")
     assert code == 0, err
     assert json.loads((tmp_path / "r.json").read_text())["models"]["f"]["n_neurons"] == 1440
+
+
+def test_analyze_keeps_shards_on_disk_and_equals_the_merged_features(corpus, tmp_path, capsys):
+    """`neurohook analyze` on a folder of shards reads them on demand, with the merged features' result."""
+    from neurohook.cli.commands import load_features
+    from neurohook.shards import ShardedFeatures
+
+    code, err = extract(capsys, corpus, tmp_path / "f", "--no-merge")
+    assert code == 0, err
+    assert isinstance(load_features(str(tmp_path / "f"), "--features", on_demand=True), ShardedFeatures)
+    (tmp_path / "m").mkdir()
+    ShardedFeatures.open(tmp_path / "f").load().save(tmp_path / "m" / "features.npz")
+    results = {}
+    for name in ("f", "m"):
+        code, err = cli(capsys, "analyze", "--features", tmp_path / name, "--manifest", corpus, "--tasks", "gender",
+                        "--speaker-column", "speaker", "--seeds", "1", "--test-size", "0.5", "--sv",
+                        "--out", tmp_path / f"{name}.json")
+        assert code == 0, err
+        results[name] = json.loads((tmp_path / f"{name}.json").read_text())["models"][name]
+    on_disk, merged = results["f"]["analysis"]["tasks"]["gender"], results["m"]["analysis"]["tasks"]["gender"]
+    for key in ("oracle", "control", "majority"):
+        assert on_disk[key]["mean"] == pytest.approx(merged[key]["mean"], abs=1e-6), key
+    assert on_disk["layer_accuracy"].keys() == merged["layer_accuracy"].keys()
+    for layer, stat in on_disk["layer_accuracy"].items():
+        assert stat["mean"] == pytest.approx(merged["layer_accuracy"][layer]["mean"], abs=1e-6), layer
+    assert results["f"]["verification"]["SV"] == results["m"]["verification"]["SV"]

@@ -137,8 +137,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_features(path: str, flag: str) -> Any:
-    """Features from a file, an extract folder (features.npz) or a folder of shards (--no-merge)."""
+def load_features(path: str, flag: str, on_demand: bool = False) -> Any:
+    """Features from a file, an extract folder (features.npz) or a folder of shards (--no-merge); shards
+    stay on disk, read on demand (:class:`neurohook.shards.ShardedFeatures`), with ``on_demand``."""
     from neurohook.extract import FEATURES_FILE
     from neurohook.features import Features
     from neurohook.shards import SHARD_PATTERN, ShardedFeatures
@@ -149,7 +150,8 @@ def load_features(path: str, flag: str) -> Any:
     if (p / FEATURES_FILE).is_file():
         return Features.load(p / FEATURES_FILE)
     if list((p / "shards").glob(SHARD_PATTERN)) or list(p.glob(SHARD_PATTERN)):
-        return ShardedFeatures.open(p).load()
+        shards = ShardedFeatures.open(p)
+        return shards if on_demand else shards.load()
     raise UserError(f"{flag} {path}: a folder without {FEATURES_FILE} or shards ({SHARD_PATTERN})")
 
 
@@ -176,9 +178,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     check_writable_file(args.out, "--out")  # before hours of work, not after
     if Path(args.out).exists():
         read_results_file(args.out)  # an existing --out must be a results file this model is added to
-    feats = load_features(args.features, "--features")
+    # a folder of shards stays on disk: the study reads its rows on demand (neurohook.task_data)
+    feats = load_features(args.features, "--features", on_demand=True)
     manifest = read_manifest(existing(args.manifest, "manifest"), check_files=False)
-    rinit = load_features(args.rinit_features, "--rinit-features") if args.rinit_features else None
+    rinit = load_features(args.rinit_features, "--rinit-features", on_demand=True) if args.rinit_features else None
     name = args.model_name or Path(args.features).resolve().with_suffix("").name
     speakers = args.speaker_column or None
     entry = analyze_model(feats, manifest, args.tasks, speaker_column=speakers, sv=False, split_column=args.split_column,
@@ -190,7 +193,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.sv:
         if speakers is None:
             raise UserError("--sv needs --speaker-column (the analysis is saved in " + str(path) + ")")
-        entry["verification"]["SV"] = verify_model(feats, manifest, speakers, seed=0)
+        from neurohook.shards import ShardedFeatures
+
+        values = feats.load() if isinstance(feats, ShardedFeatures) else feats  # scoring reads every value
+        entry["verification"]["SV"] = verify_model(values, manifest, speakers, seed=0)
         write_results({name: entry}, args.out)
     print(path)
     return 0

@@ -175,7 +175,7 @@ REPORT: list[Option] = [
 ]
 DEMO: list[Option] = [
     ("--out", "neurohook-demo", "output folder (corpus cache aside)", {"type": text}),
-    ("--size", "default", "tiny (a smoke test), default (about 10-11 minutes on 2 cores from nothing) or full (the training "
+    ("--size", "default", "tiny (a smoke test), default (about 9-11 minutes on 2 cores from nothing) or full (the training "
                           "presets in full, 5 seeds)", {"choices": ["tiny", "default", "full"]}),
     ("--seeds", None, "repeats over seeds (default: 1 for tiny, 3 for default, 5 for full)", {"type": positive_int}),
 ]
