@@ -278,9 +278,12 @@ def run_tasks(features: Features, tasks: Mapping[str, Any], speakers: Any, rinit
         units = [(t, s, p) for t in tasks if informative[t] for s, p in zip(seeds, per[t])]
         for (t, s, p), extra in zip(units, _map(inputs, units, n_jobs)):
             p.update(extra)
-        st = inputs.settings
-        return {t: _task_result(inputs.prepared(t)[0], t, seeds, per[t], ci[t], informative[t], st["layer_delta"],
-                                st["ablation_percent"], inputs.prepared(t)[1]) for t in tasks}
+        st, results = inputs.settings, {}
+        for t in tasks:
+            d, prefix_k = inputs.prepared(t)
+            results[t] = _task_result(d, t, seeds, per[t], ci[t], informative[t], st["layer_delta"],
+                                      st["ablation_percent"], prefix_k)
+        return results
     finally:
         inputs.release()
 

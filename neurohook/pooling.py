@@ -100,15 +100,17 @@ def _moments(x: Tensor, start: int, stop: int, step: int, dtype: torch.dtype, ne
     """Count, mean and M2 over frames [start, stop) of every item of x (B, T, *F), frames past
     ``count`` (B,) left out (None: all valid), ``step`` frames at a time: each chunk by the corrected
     two-pass algorithm (:func:`_chunk_moments`), the chunks merged exactly (:func:`merge_moments`)."""
-    batch, shape = x.shape[0], (x.shape[0],) + tuple(x.shape[2:])
-    acc = BatchMoments(count=torch.zeros(batch, dtype=torch.int64, device=x.device),
-                       mean=torch.zeros(shape, dtype=dtype, device=x.device),
-                       m2=torch.zeros(shape, dtype=dtype, device=x.device) if need_m2 else None)
+    acc: BatchMoments | None = None
     for a in range(start, stop, step):
         b = min(stop, a + step)
         mask = None if count is None else _time_mask(count, a, b, x.dim() - 2)
-        n, mean, m2 = _chunk_moments(x[:, a:b].to(dtype), need_m2, mask)
-        acc = merge_moments(acc, BatchMoments(count=n, mean=mean, m2=m2))
+        part = BatchMoments(*_chunk_moments(x[:, a:b].to(dtype), need_m2, mask))
+        acc = part if acc is None else merge_moments(acc, part)  # the first chunk is the start (no merge)
+    if acc is None:  # no frames: the identity
+        shape = (x.shape[0],) + tuple(x.shape[2:])
+        acc = BatchMoments(count=torch.zeros(x.shape[0], dtype=torch.int64, device=x.device),
+                           mean=torch.zeros(shape, dtype=dtype, device=x.device),
+                           m2=torch.zeros(shape, dtype=dtype, device=x.device) if need_m2 else None)
     return acc
 
 

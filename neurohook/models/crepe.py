@@ -100,6 +100,7 @@ class _FrameConv(nn.Module):
         super().__init__()
         self.padding, self.h_in = padding, h_in
         self.h_out = ((h_in + sum(padding) - kernel) // stride + 1) // 2
+        # channels-last pays for many input channels only (conv1, one channel: no gain, measured)
         self.conv = ChannelsLastConv1d(c_in, c_out, kernel, stride) if c_in > 1 else nn.Conv1d(c_in, c_out, kernel, stride)
         self.bn = nn.BatchNorm1d(c_out, eps=_BN_EPS, momentum=0.0)
 
