@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "gather.hpp"
 #include "parallel.hpp"
 #include "ranking.hpp"
 #include "rescore.hpp"
@@ -295,6 +296,75 @@ py::array_t<int64_t> layer_counts(const py::array& neurons, const py::array& lay
     return to_numpy(counts);
 }
 
+// X (N, D) float32 whose rows are contiguous: C order, or a column slice of a C-order matrix.
+void check_rows_float32(const py::array& X) {
+    if (X.dtype().kind() != 'f' || X.itemsize() != 4 || X.ndim() != 2 || (X.shape(1) > 1 && X.strides(1) != 4) ||
+        X.strides(0) < 0 || X.strides(0) % 4 != 0 || (X.shape(0) > 1 && X.strides(0) / 4 < X.shape(1)))
+        throw py::type_error("X must be a float32 (N, D) array with contiguous rows, got " + dtype_of(X) + " with shape " +
+                             shape_of(X));
+}
+
+// Checked: X (N, D) float32 with unit column stride (C-contiguous or a column slice; read-only allowed), rows (n,) and cols (d,) int64 in range,
+// hi / lo / inv (d,) float32, out (n, d) float32 C-contiguous and writable.
+void standardize_rows(const py::array& X, const py::array& rows, const py::object& cols, const py::array& hi,
+                      const py::array& lo, const py::array& inv, py::array& out) {
+    const auto f32 = [](const py::array& a, const char* name, py::ssize_t ndim) {
+        if (a.dtype().kind() != 'f' || a.itemsize() != 4 || a.ndim() != ndim || !(a.flags() & py::array::c_style))
+            throw py::type_error(std::string(name) + " must be a C-contiguous float32 array of " + std::to_string(ndim) +
+                                 " dimension(s), got " + dtype_of(a) + " with shape " + shape_of(a));
+    };
+    check_rows_float32(X);
+    f32(out, "out", 2);
+    if (!out.writeable()) throw py::value_error("out must be writable");
+    const int64_t N = X.shape(0), D = X.shape(1), n = out.shape(0), d = out.shape(1);
+    const std::vector<int64_t> r = int_vector(rows, "rows", "(n,)");
+    if (static_cast<int64_t>(r.size()) != n)
+        throw py::value_error("rows has " + std::to_string(r.size()) + " entries but out has " + std::to_string(n) + " rows");
+    check_range(r, N, "rows", "row indices");
+    std::vector<int64_t> c;
+    if (!cols.is_none()) {
+        c = int_vector(cols.cast<py::array>(), "cols", "(d,)");
+        check_range(c, D, "cols", "column indices");
+    }
+    if ((cols.is_none() ? D : static_cast<int64_t>(c.size())) != d)
+        throw py::value_error("out has " + std::to_string(d) + " columns but " +
+                              (cols.is_none() ? "X has " + std::to_string(D) : "cols has " + std::to_string(c.size())));
+    for (const auto& [a, name] : {std::pair<const py::array&, const char*>{hi, "hi"}, {lo, "lo"}, {inv, "inv"}}) {
+        f32(a, name, 1);
+        if (a.shape(0) != d)
+            throw py::value_error(std::string(name) + " must have shape (" + std::to_string(d) + ",), got " + shape_of(a));
+    }
+    py::gil_scoped_release nogil;
+    nh::standardize_rows(static_cast<const float*>(X.data()), X.strides(0) / 4, D, r.data(), n, cols.is_none() ? nullptr : c.data(), d,
+                         static_cast<const float*>(hi.data()), static_cast<const float*>(lo.data()),
+                         static_cast<const float*>(inv.data()), static_cast<float*>(out.mutable_data()));
+}
+
+
+// (mean, m2) float64 (D,) of the rows `rows` of X: the mean and summed squared deviations per column.
+py::tuple column_moments(const py::array& X, const py::array& rows) {
+    check_rows_float32(X);
+    const std::vector<int64_t> r = int_vector(rows, "rows", "(n,)");
+    if (r.empty()) throw py::value_error("rows is empty: give at least one row");
+    check_range(r, X.shape(0), "rows", "row indices");
+    const int64_t D = X.shape(1), n = static_cast<int64_t>(r.size());
+    py::array_t<double> mean(D), m2(D);
+    std::vector<double> s1(static_cast<std::size_t>(D)), s2(static_cast<std::size_t>(D));
+    const float* x = static_cast<const float*>(X.data());
+    {
+        py::gil_scoped_release nogil;
+        nh::shifted_moments(x, X.strides(0) / 4, D, r.data(), n, s1.data(), s2.data());
+    }
+    double* mp = mean.mutable_data();
+    double* qp = m2.mutable_data();
+    const float* shift = x + r[0] * (X.strides(0) / 4);
+    for (int64_t j = 0; j < D; ++j) {
+        mp[j] = static_cast<double>(shift[j]) + s1[j] / n;
+        qp[j] = std::max(0.0, s2[j] - s1[j] * s1[j] / n);
+    }
+    return py::make_tuple(mean, m2);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -313,6 +383,11 @@ PYBIND11_MODULE(_core, m) {
           "Accuracy when keeping the first k neurons of order, for k = 1..len(order).");
     m.def("layer_counts", &layer_counts, py::arg("neurons"), py::arg("layer_sizes"),
           "Number of the given neurons that fall in each layer of a concatenated representation.");
+    m.def("standardize_rows", &standardize_rows, py::arg("X"), py::arg("rows"), py::arg("cols"), py::arg("hi"),
+          py::arg("lo"), py::arg("inv"), py::arg("out"),
+          "out = ((X[rows][:, cols] - hi) - lo) * inv in one pass (float32; cols None: all columns).");
+    m.def("column_moments", &column_moments, py::arg("X"), py::arg("rows"),
+          "(mean, m2) float64 (D,) over the rows `rows` of float32 X: column means and summed squared deviations.");
     m.def("set_num_threads", &nh::set_num_threads, py::arg("n"), "Threads the kernels may use (n <= 0: default).");
     m.def("get_num_threads", &nh::num_threads, "Threads the kernels may use.");
 }

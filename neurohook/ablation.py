@@ -16,6 +16,7 @@ import numpy as np
 
 from neurohook import ranking
 from neurohook.probe import KernelInputs, ProbeSpec, fit_probes
+from neurohook.zscore import take
 
 __all__ = ["ABLATIONS", "DEFAULT_PERCENTAGES", "DevSearch", "MinimalSet", "ablation_accuracy", "ablation_masks",
            "ablation_outcomes", "minimal_neuron_set", "retrained_curve", "retrained_outcomes"]
@@ -74,7 +75,8 @@ def ablation_outcomes(inputs: KernelInputs, order: np.ndarray, percent: float = 
     right. Their means are the accuracies; the intervals of :mod:`neurohook.intervals` resample them.
     """
     Z, W, b, y = inputs
-    right = [(Z[:, m] @ W[:, m].T + b).argmax(axis=1) == y for m in ablation_masks(order, percent, seed, Z.shape[1], draws)]
+    # a masked neuron's weight set to zero: as dropping its column, without gathering the kept ones
+    right = [(Z @ (W * m).T + b).argmax(axis=1) == y for m in ablation_masks(order, percent, seed, Z.shape[1], draws)]
     return {"top": right[0], "bottom": right[1], "random": np.mean(right[2:], axis=0)}
 
 
@@ -152,7 +154,8 @@ def retrained_outcomes(X_train: Any, y_train: Any, X_test: Any, y_test: Any, ord
     for cols in (np.asarray(order)[: max(ks)], shuffled[: max(ks)])[: 2 if with_random else 1]:
         probes = fit_probes(X_train, y_train, [ProbeSpec(0, k, seed) for k in ks], columns=cols, rows=train_rows,
                             **probe_params)
-        right += [p.predict(X_test[:, cols[:k]]) == y_test for p, k in zip(probes, ks)]
+        gathered = take(X_test, cols=cols)  # once, C-ordered: each probe reads a prefix of its columns
+        right += [p.predict(gathered[:, :k]) == y_test for p, k in zip(probes, ks)]
     right = np.array(right).reshape(len(right), len(y_test))
     return right[: len(ks)], right[len(ks) :]
 

@@ -20,7 +20,7 @@ import numpy as np
 from neurohook.atomic import atomic_open
 from neurohook.codec import decode, encode
 from neurohook.errors import FeaturesFileError
-from neurohook.zscore import row_blocks, streamed_stats
+from neurohook.zscore import mean_std
 
 __all__ = ["FeatureSource", "Features", "LayerSpan", "UtteranceId", "normalize_id", "read_provenance"]
 
@@ -163,9 +163,9 @@ class Features:
         return self.values[np.asarray(index, dtype=np.int64)]
 
     def column_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean (D,) and population standard deviation (D,) of every column, float64 (streamed in row
-        blocks: no float64 copy of the values)."""
-        return streamed_stats(row_blocks(self), self.ids, self.values.shape[1])
+        """Mean (D,) and population standard deviation (D,) of every column, float64 (no float64 copy
+        of the values)."""
+        return mean_std(self)
 
     # ------------------------------------------------------------------------------ selection
     def select_layers(self, names: str | Sequence[str]) -> Features:

@@ -31,6 +31,8 @@ from neurohook.zscore import CHUNK, column_stats, standardize
 __all__ = ["Block", "lbfgs_probes"]
 
 EPS = 1e-4  # smoothing of |w| in the l1 penalty
+LOGITS_ELEMENTS = 1 << 25  # most logits (rows x probes x classes) kept for the line search (128 MB a copy)
+BLOCK_ELEMENTS = 1 << 23  # values per block of training rows on the CPU (32 MB float32: cache-sized)
 
 
 class Block(NamedTuple):
@@ -43,24 +45,31 @@ class Block(NamedTuple):
 
 
 class _Rows:
-    """The z-normalised training rows, as one float32 tensor or, for features read on demand, in chunks."""
+    """The z-normalised training rows, block by block: on the CPU each block is gathered and normalised
+    into one reused buffer per pass (no copy of the rows: the matrix products, not the gather, bound the
+    time); on a GPU the rows are normalised once and kept there."""
 
     def __init__(self, X: Any, rows: np.ndarray, mean: np.ndarray, scale: np.ndarray, dev: torch.device,
                  cols: np.ndarray | None = None) -> None:
         self.X, self.rows, self.dev, self.cols = X, rows, dev, cols
-        self.Z = None
         self.mean, self.scale = mean, scale
-        if not _is_row_source(X):  # the only copy of the training rows (and columns)
+        width = X.shape[1] if cols is None else len(cols)
+        self.Z = None
+        if dev.type != "cpu":  # one transfer, not one per pass
             self.Z = torch.from_numpy(standardize(X, mean, scale, rows=rows, cols=cols)).to(dev)
+        # features read on demand: CHUNK rows a read, as everywhere else
+        self.block = CHUNK if _is_row_source(X) else max(CHUNK, BLOCK_ELEMENTS // max(width, 1))
+        self.buffer = np.empty((min(self.block, len(rows)), width), dtype=np.float32)
 
     def chunks(self, y: torch.Tensor):
-        """(Z, y) blocks covering the rows once."""
+        """(Z, y) blocks covering the rows once (a block is overwritten by the next)."""
         if self.Z is not None:
             yield self.Z, y
             return
-        for a in range(0, len(self.rows), CHUNK):
-            block = standardize(self.X, self.mean, self.scale, rows=self.rows[a : a + CHUNK], cols=self.cols)  # as in memory
-            yield torch.from_numpy(block).to(self.dev), y[a : a + CHUNK]
+        for a in range(0, len(self.rows), self.block):
+            r = self.rows[a : a + self.block]
+            block = standardize(self.X, self.mean, self.scale, rows=r, cols=self.cols, out=self.buffer[: len(r)])
+            yield torch.from_numpy(block), y[a : a + self.block]
 
 
 class _Problem:
@@ -70,9 +79,11 @@ class _Problem:
         self.data, self.Y, self.C, self.spans, self.pen = data, Y, C, spans, pen
         self.n_rows = len(data.rows)
 
-    def __call__(self, x: dict[tuple[int, int], torch.Tensor], sel: dict[tuple[int, int], torch.Tensor]) -> tuple[dict, dict]:
+    def __call__(self, x: dict[tuple[int, int], torch.Tensor], sel: dict[tuple[int, int], torch.Tensor],
+                 logits: dict | None = None) -> tuple[dict, dict]:
         """x: per span (k, C*w + C) flat parameters of its probes ``sel`` (k,) -> per span f (k,) and
-        gradients (k, C*w + C).
+        gradients (k, C*w + C); with ``logits`` (per span (n, G, C)), the probes' logits per row are
+        written into its columns ``sel``.
 
         The gradient is the closed form of softmax cross-entropy, (softmax - onehot) / N against the
         rows, plus the penalty's 2 * l2 * W + l1 * W / sqrt(W**2 + eps**2).
@@ -80,37 +91,69 @@ class _Problem:
         C = self.C
         f = {s: torch.zeros(v.shape[0], device=v.device) for s, v in x.items()}
         g = {s: torch.zeros_like(v) for s, v in x.items()}
+        start = 0
         for Z, yb in self.data.chunks(self.Y):
             rows = torch.arange(len(Z), device=Z.device)
             for (a, b), v in x.items():
                 G, w = v.shape[0], b - a
                 W, bias = v[:, : C * w].reshape(G * C, w), v[:, C * w :]
                 Zs = Z[:, a:b]
-                logp = torch.log_softmax((Zs @ W.T).view(len(Z), G, C) + bias, dim=2)  # (n, G, C)
+                z = (Zs @ W.T).view(len(Z), G, C) + bias
+                if logits is not None:
+                    logits[(a, b)][start : start + len(Z), sel[(a, b)]] = z
+                logp = torch.log_softmax(z, dim=2)  # (n, G, C)
                 f[(a, b)] -= logp[rows, :, yb].sum(dim=0) / self.n_rows
                 dz = logp.exp_()
                 dz[rows, :, yb] -= 1.0
                 dz /= self.n_rows
                 g[(a, b)][:, : C * w] += (dz.view(len(Z), G * C).T @ Zs).view(G, C * w)
                 g[(a, b)][:, C * w :] += dz.sum(dim=0)
-        for (a, b), v in x.items():
-            w = b - a
-            l1, l2 = (p[sel[(a, b)]] for p in self.pen[(a, b)])
-            W = v[:, : C * w]
-            f[(a, b)] += (l2 * W.square()).sum(dim=1)
-            g[(a, b)][:, : C * w] += 2 * l2 * W
-            if bool((l1 > 0).any()):
-                root = (W.square() + EPS**2).sqrt()
-                f[(a, b)] += (l1 * (root - EPS)).sum(dim=1)
-                g[(a, b)][:, : C * w] += l1 * W / root
+            start += len(Z)
+        for s, v in x.items():
+            fp, gp = self.penalty(s, sel[s], v)
+            f[s] += fp
+            g[s][:, : gp.shape[1]] += gp
         return f, g
 
+    def penalty(self, span: tuple[int, int], sel: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The penalty (k,) of the probes ``sel`` of ``span`` at parameters v (k, C*w + C), and its
+        gradient (k, C*w) in the weights."""
+        W = v[:, : self.C * (span[1] - span[0])]
+        l1, l2 = (p[sel] for p in self.pen[span])
+        f, g = (l2 * W.square()).sum(dim=1), 2 * l2 * W
+        if bool((l1 > 0).any()):
+            root = (W.square() + EPS**2).sqrt()
+            f, g = f + (l1 * (root - EPS)).sum(dim=1), g + l1 * W / root
+        return f, g
 
-def _evaluate(problem: _Problem, points: dict, sel: dict, f: dict, g: dict) -> None:
-    """Objective and gradient at ``points`` (per span (G, P)) for the probes ``sel`` only, into f and g."""
-    fs, gs = problem({s: points[s][i] for s, i in sel.items()}, sel)
+    def loss(self, z: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy (k,) of logits z (n, k, C) of every row."""
+        logp = torch.log_softmax(z, dim=2)
+        return -logp[torch.arange(len(z), device=z.device), :, self.Y].sum(dim=0) / self.n_rows
+
+
+def _evaluate(problem: _Problem, points: dict, sel: dict, f: dict, g: dict, logits: dict | None = None) -> None:
+    """Objective and gradient at ``points`` (per span (G, P)) for the probes ``sel`` only, into f and g
+    (and their logits per row into ``logits``)."""
+    fs, gs = problem({s: points[s][i] for s, i in sel.items()}, sel, logits)
     for s, i in sel.items():
         f[s][i], g[s][i] = fs[s], gs[s]
+
+
+def _backtrack(problem: _Problem, span: tuple[int, int], sel: torch.Tensor, at_x: torch.Tensor, at_trial: torch.Tensor,
+               x: torch.Tensor, d: torch.Tensor, t: torch.Tensor, f0: torch.Tensor, gtd: torch.Tensor) -> torch.Tensor:
+    """Armijo backtracking (halving) without passes over the rows: steps (k,) for the probes ``sel``
+    whose step t (k,) was rejected. Logits are affine along a line, so those at step t' are
+    ``at_x + (t'/t) (at_trial - at_x)`` from the logits (n, k, C) at x and at the trial."""
+    step, pending = t.clone(), torch.ones_like(t, dtype=torch.bool)
+    for _ in range(30):
+        step = torch.where(pending, step * 0.5, step)
+        z = at_x + (step / t)[None, :, None] * (at_trial - at_x)
+        f = problem.loss(z) + problem.penalty(span, sel, x + step[:, None] * d)[0]
+        pending &= f > f0 + 1e-4 * step * gtd
+        if not pending.any():
+            break
+    return step
 
 
 def _direction(g: torch.Tensor, hist: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], gamma: torch.Tensor) -> torch.Tensor:
@@ -176,7 +219,10 @@ def lbfgs_probes(X: Any, y: np.ndarray, blocks: Sequence[Block], rows: np.ndarra
                 x[s][j] = torch.from_numpy(_restart(init[i], classes, mean[s[0] : s[1]], scale[s[0] : s[1]])).to(dev)
     f = {s: torch.zeros(len(m), device=dev) for s, m in members.items()}
     g = {s: torch.zeros_like(v) for s, v in x.items()}
-    _evaluate(problem, x, {s: torch.arange(len(m), device=dev) for s, m in members.items()}, f, g)
+    # the probes' logits per row at x, kept when small: a rejected step is then halved without passes
+    keep = len(rows) * len(blocks) * C <= LOGITS_ELEMENTS
+    at_x = {s: torch.zeros(len(rows), len(m), C, device=dev) for s, m in members.items()} if keep else None
+    _evaluate(problem, x, {s: torch.arange(len(m), device=dev) for s, m in members.items()}, f, g, at_x)
     hist: dict = {s: [] for s in spans}
     gamma = {s: torch.ones(len(m), device=dev) for s, m in members.items()}
     iters = {s: torch.zeros(len(m), dtype=torch.long, device=dev) for s, m in members.items()}
@@ -195,8 +241,18 @@ def lbfgs_probes(X: Any, y: np.ndarray, blocks: Sequence[Block], rows: np.ndarra
             t[s] = active[s].float()  # converged probes of a moving span stay where they are
         trial = {s: x[s] + t[s][:, None] * d[s] for s in moving}
         f_new, g_new = {s: f[s].clone() for s in moving}, {s: g[s].clone() for s in moving}
-        _evaluate(problem, trial, {s: active[s].nonzero()[:, 0] for s in moving}, f_new, g_new)  # only probes still moving
-        for _ in range(30):  # backtracking (Armijo) per probe; only the probes whose step was rejected are evaluated again
+        at_trial = {s: at_x[s].clone() for s in moving} if keep else None
+        _evaluate(problem, trial, {s: active[s].nonzero()[:, 0] for s in moving}, f_new, g_new, at_trial)  # probes still moving
+        if keep:  # rejected steps halved on the kept logits, then one pass evaluates where they stop
+            bad = {s: active[s] & (f_new[s] > f[s] + 1e-4 * t[s] * gtd[s]) for s in moving}
+            redo = {s: bad[s].nonzero()[:, 0] for s in moving if bad[s].any()}
+            for s, i in redo.items():
+                t[s][i] = _backtrack(problem, s, i, at_x[s][:, i], at_trial[s][:, i], x[s][i], d[s][i], t[s][i], f[s][i],
+                                     gtd[s][i])
+                trial[s] = x[s] + t[s][:, None] * d[s]
+            if redo:
+                _evaluate(problem, trial, redo, f_new, g_new, at_trial)
+        for _ in range(30):  # backtracking (Armijo) per probe: only the probes whose step was rejected are evaluated again
             bad = {s: active[s] & (f_new[s] > f[s] + 1e-4 * t[s] * gtd[s]) for s in moving}
             redo = {s: bad[s].nonzero()[:, 0] for s in moving if bad[s].any()}
             if not redo:
@@ -204,7 +260,7 @@ def lbfgs_probes(X: Any, y: np.ndarray, blocks: Sequence[Block], rows: np.ndarra
             for s in redo:
                 t[s] = torch.where(bad[s], t[s] * 0.5, t[s])  # accepted probes keep their step
                 trial[s] = x[s] + t[s][:, None] * d[s]
-            _evaluate(problem, trial, redo, f_new, g_new)
+            _evaluate(problem, trial, redo, f_new, g_new, at_trial)
         for s in moving:
             step, dy = trial[s] - x[s], g_new[s] - g[s]
             ys = (step * dy).sum(dim=1)
@@ -215,6 +271,8 @@ def lbfgs_probes(X: Any, y: np.ndarray, blocks: Sequence[Block], rows: np.ndarra
             gamma[s] = torch.where(ok, ys / (dy * dy).sum(dim=1).clamp(min=1e-20), gamma[s])
             stalled = active[s] & ((f[s] - f_new[s]).abs() <= 1e-9 * f[s].abs().clamp(min=1))
             x[s], f[s], g[s] = trial[s], f_new[s], g_new[s]
+            if keep:
+                at_x[s] = at_trial[s]
             iters[s] += active[s].long()
             active[s] = active[s] & ~stalled & (g[s].abs().amax(dim=1) > tol)
     states: list[ProbeState | None] = [None] * len(blocks)

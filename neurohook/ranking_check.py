@@ -23,6 +23,7 @@ from neurohook import ranking
 from neurohook.ablation import ablation_masks
 from neurohook.data.splits import train_dev_split
 from neurohook.probe import ProbeSpec, fit_probes
+from neurohook.zscore import take
 
 __all__ = ["retrained_check"]
 
@@ -53,5 +54,5 @@ def retrained_check(X_tr: np.ndarray, y_tr: np.ndarray, X_te: np.ndarray, y_te: 
     k = len(sets[0])
     probes = fit_probes(X_tr, y_tr, [ProbeSpec(i * k, (i + 1) * k, seed) for i in range(len(sets))],  # one L-BFGS pass
                         columns=np.concatenate(sets), rows=half_b, l2=l2 if retrain_l2 is None else retrain_l2)
-    right = [p.predict(X_te[:, cols]) == y_te for p, cols in zip(probes, sets)]
+    right = [p.predict(take(X_te, cols=cols)) == y_te for p, cols in zip(probes, sets)]
     return {"top": right[0], "random": np.mean(right[1:], axis=0)}

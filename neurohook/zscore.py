@@ -11,11 +11,15 @@ Example::
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+import torch
 
-__all__ = ["column_stats", "row_blocks", "standardize", "streamed_stats", "take_rows"]
+from neurohook import _core
+
+__all__ = ["column_stats", "mean_std", "row_blocks", "standardize", "streamed_stats", "take", "take_rows"]
 
 CHUNK = 512  # rows per block when statistics are streamed
 
@@ -25,15 +29,30 @@ def column_stats(X: Any, rows: np.ndarray | None = None) -> tuple[np.ndarray, np
     scale is the std, 1 where it is 0.
 
     X is an array or features read on demand (``X.column_stats()``, e.g. ShardedFeatures, streamed).
-    Arrays and row subsets are streamed in blocks of :data:`CHUNK` rows (:func:`streamed_stats`): one
-    float64 block in memory, never a float64 copy of X.
+    Arrays and row subsets: :func:`mean_std`, never a float64 copy of X.
     """
     if rows is None and hasattr(X, "column_stats"):  # a FeatureSource: in memory, or streamed over shards
         mean, scale = (np.array(v, dtype=np.float64) for v in X.column_stats())
     else:
-        mean, scale = streamed_stats(row_blocks(X, rows), _ids(X), X.shape[1])
+        mean, scale = mean_std(X, rows)
     scale[scale == 0] = 1.0
     return mean, scale
+
+
+def mean_std(X: Any, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (D,) and population std (D,) float64 of the rows ``rows`` (default all) of X (N, D).
+
+    A float32 array (or Features) with contiguous rows: one pass of the compiled kernel (float64 sums of
+    the values shifted by one row); anything else, or values holding NaN or Inf (the error names the
+    row): :func:`streamed_stats` over blocks of :data:`CHUNK` rows.
+    """
+    values = X.values if hasattr(X, "values") and not isinstance(X, np.ndarray) else X
+    index = np.arange(len(X)) if rows is None else np.asarray(rows, dtype=np.int64)
+    if len(index) and _rows_contiguous(values) and values.dtype == np.float32:
+        mean, m2 = _core.column_moments(values, index)
+        if np.isfinite(mean).all() and np.isfinite(m2).all():
+            return mean, np.sqrt(m2 / len(index))
+    return streamed_stats(row_blocks(X, rows), _ids(X), X.shape[1])
 
 
 def row_blocks(X: Any, rows: np.ndarray | None = None):
@@ -46,8 +65,24 @@ def row_blocks(X: Any, rows: np.ndarray | None = None):
 def take_rows(X: Any, rows: np.ndarray) -> np.ndarray:
     """Rows ``rows`` of X (N, D): an array, Features (``.values``) or features read on demand (``.rows``)."""
     if hasattr(X, "values") and not isinstance(X, np.ndarray):
-        return X.values[rows]
-    return X.rows(rows) if hasattr(X, "rows") else np.asarray(X)[rows]
+        X = X.values
+    if hasattr(X, "rows"):
+        return X.rows(rows)
+    return take(np.asarray(X), rows)
+
+
+def take(X: np.ndarray, rows: np.ndarray | None = None, cols: np.ndarray | None = None) -> np.ndarray:
+    """``X[rows][:, cols]`` (rows and cols default all) as a new C-ordered array; float32 arrays are
+    copied by the compiled kernel (every core, no intermediate copy), bit for bit."""
+    if not (_rows_contiguous(X) and X.dtype == np.float32):
+        out = X if rows is None else X[rows]
+        return np.ascontiguousarray(out if cols is None else out[:, cols])
+    width = X.shape[1] if cols is None else len(cols)
+    none, one = np.zeros(width, np.float32), np.ones(width, np.float32)  # ((x - 0) - 0) * 1 == x exactly
+    out = np.empty((len(X) if rows is None else len(rows), width), dtype=np.float32)
+    index = np.arange(len(X)) if rows is None else np.asarray(rows, dtype=np.int64)
+    _core.standardize_rows(X, index, None if cols is None else np.asarray(cols, dtype=np.int64), none, none, one, out)
+    return out
 
 
 def _ids(X: Any) -> Sequence[Any]:
@@ -78,23 +113,71 @@ def streamed_stats(blocks: Iterable[tuple[np.ndarray, Any]], ids: Sequence[Any],
 
 
 def standardize(X: Any, mean: np.ndarray, scale: np.ndarray, dtype: Any = np.float32,
-                rows: np.ndarray | None = None, cols: np.ndarray | None = None) -> np.ndarray:
+                rows: np.ndarray | None = None, cols: np.ndarray | None = None,
+                out: np.ndarray | None = None) -> np.ndarray:
     """``(X[rows][:, cols] - mean) / scale`` for X (N, D) (rows and cols default all; mean and scale are
-    those of the selected columns) as a C-contiguous (n, d) array of ``dtype``.
+    those of the selected columns) as a C-contiguous (n, d) array of ``dtype`` (into ``out`` when given,
+    e.g. a reused buffer).
 
-    Computed in float64 blocks of :data:`CHUNK` rows written into the output: the output is the only
-    full-size array (no float64 copy, no copy of the selected rows or columns).
+    Computed in ``dtype`` in blocks of :data:`CHUNK` rows written into the output, the only full-size
+    array. The float64 mean is subtracted as two ``dtype`` parts (its rounding, then the rest), so a
+    column whose mean is large beside its spread loses no more than float64 arithmetic rounded to
+    ``dtype`` would: ``x - hi`` is exact for x near the mean (Sterbenz), ``lo`` restores the remainder.
     """
-    if not hasattr(X, "rows") and not hasattr(X, "values"):
+    if hasattr(X, "values") and not isinstance(X, np.ndarray):
+        X = X.values  # Features: its array
+    elif not hasattr(X, "rows"):
         X = np.asarray(X)
     n = len(X) if rows is None else len(rows)
-    out = np.empty((n, X.shape[1] if cols is None else len(cols)), dtype=dtype)
-    for a in range(0, n, CHUNK):
-        if rows is None:
-            block = X[a : a + CHUNK] if isinstance(X, np.ndarray) else take_rows(X, np.arange(a, min(a + CHUNK, n)))
-        else:
-            block = take_rows(X, rows[a : a + CHUNK])
-        z = np.subtract(block if cols is None else block[:, cols], mean, dtype=np.float64)
-        z /= scale
-        out[a : a + CHUNK] = z
+    shape = (n, X.shape[1] if cols is None else len(cols))
+    dt = np.dtype(dtype)
+    if out is None:
+        out = np.empty(shape, dtype=dt)
+    elif out.shape != shape or out.dtype != dt or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {dt} array of shape {shape}, got {out.dtype} {out.shape}")
+    hi = np.asarray(mean).astype(dt)
+    parts = [hi, (np.asarray(mean, np.float64) - hi).astype(dt), (1.0 / np.asarray(scale, np.float64)).astype(dt)]
+    if _rows_contiguous(X) and X.dtype == dt == np.float32:  # the compiled one-pass kernel
+        index = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
+        _core.standardize_rows(X, index, None if cols is None else np.asarray(cols, dtype=np.int64), *parts, out)
+        return out
+    parts = [torch.from_numpy(v) for v in parts]
+    Xt, Ot = _tensor(X), torch.from_numpy(out)
+    index = None if rows is None else torch.from_numpy(np.asarray(rows, dtype=np.int64))
+    for a in range(0, n, CHUNK):  # torch: the gather and arithmetic use every core
+        o = Ot[a : a + CHUNK]
+        torch.sub(_raw_rows(X, Xt, a, len(o), index, cols, o), parts[0], out=o)
+        o.sub_(parts[1]).mul_(parts[2])
     return out
+
+
+def _rows_contiguous(X: Any) -> bool:
+    """X is a 2-D array whose rows are contiguous: C order, or a column slice of a C-order matrix."""
+    return (isinstance(X, np.ndarray) and X.ndim == 2 and (X.shape[1] <= 1 or X.strides[1] == X.itemsize)
+            and X.strides[0] >= X.itemsize * X.shape[1] and X.strides[0] % X.itemsize == 0)
+
+
+def _tensor(X: Any) -> torch.Tensor | None:
+    """X as a tensor sharing its memory (an array of floats), else None (features read on demand)."""
+    if not isinstance(X, np.ndarray) or X.dtype.kind != "f" or any(st < 0 for st in X.strides):
+        return None
+    with warnings.catch_warnings():  # read-only arrays (memory-mapped features) are only read here
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(X)
+
+
+def _raw_rows(X: Any, Xt: torch.Tensor | None, a: int, n: int, index: torch.Tensor | None, cols: np.ndarray | None,
+              buffer: torch.Tensor) -> torch.Tensor:
+    """The raw values of output rows [a, a + n) of :func:`standardize`: a view of X, or its rows gathered
+    (into ``buffer`` where X is a tensor of its dtype: no temporary)."""
+    if Xt is not None:
+        if index is None:
+            block = Xt[a : a + n]
+        elif cols is None and Xt.dtype == buffer.dtype:
+            return torch.index_select(Xt, 0, index[a : a + n], out=buffer)
+        else:
+            block = Xt[index[a : a + n]]
+        return block if cols is None else block[:, torch.from_numpy(np.asarray(cols, dtype=np.int64))]
+    block = take_rows(X, np.arange(a, a + n) if index is None else index[a : a + n].numpy())
+    block = np.asarray(block) if cols is None else np.asarray(block)[:, cols]
+    return torch.from_numpy(np.ascontiguousarray(block))
