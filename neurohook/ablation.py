@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from neurohook import ranking
-from neurohook.probe import KernelInputs, ProbeSpec, fit_probes
+from neurohook.probe import PREDICT_ROWS, KernelInputs, ProbeSpec, fit_probes
 from neurohook.zscore import take
 
 __all__ = ["ABLATIONS", "DEFAULT_PERCENTAGES", "DevSearch", "MinimalSet", "ablation_accuracy", "ablation_masks",
@@ -154,8 +154,12 @@ def retrained_outcomes(X_train: Any, y_train: Any, X_test: Any, y_test: Any, ord
     for cols in (np.asarray(order)[: max(ks)], shuffled[: max(ks)])[: 2 if with_random else 1]:
         probes = fit_probes(X_train, y_train, [ProbeSpec(0, k, seed) for k in ks], columns=cols, rows=train_rows,
                             **probe_params)
-        gathered = take(X_test, cols=cols)  # once, C-ordered: each probe reads a prefix of its columns
-        right += [p.predict(gathered[:, :k]) == y_test for p, k in zip(probes, ks)]
+        right += [np.empty(len(y_test), dtype=bool) for _ in ks]
+        for a in range(0, len(y_test), PREDICT_ROWS):  # row blocks, columns gathered once: each probe reads a prefix
+            gathered = take(X_test, np.arange(a, min(a + PREDICT_ROWS, len(y_test))), cols)
+            for r, p, k in zip(right[-len(ks):], probes, ks):
+                r[a : a + PREDICT_ROWS] = p.predict(gathered[:, :k]) == y_test[a : a + PREDICT_ROWS]
+            del gathered  # not held while the next probes train
     right = np.array(right).reshape(len(right), len(y_test))
     return right[: len(ks)], right[len(ks) :]
 

@@ -19,11 +19,11 @@ from neurohook import ranking
 from neurohook.ablation import DevSearch, ablation_accuracy, ablation_outcomes, minimal_neuron_set
 from neurohook.control import control_labels, majority_accuracy, majority_class, selectivity
 from neurohook.data.splits import seed_streams, train_dev_split, train_test_split
-from neurohook.probe import LinearProbe, ProbeSpec, fit_probes
+from neurohook.probe import KernelInputs, LinearProbe, ProbeSpec, fit_probes
 from neurohook.probe_tuning import dev_phase, refit
 from neurohook.ranking_check import retrained_check
 from neurohook.task_data import TaskData
-from neurohook.zscore import CHUNK, take_rows
+from neurohook.zscore import CHUNK, standardize, take_rows
 
 __all__: list[str] = []
 
@@ -110,8 +110,9 @@ def one_seed(d: TaskData, seed: int, task: str, test_size: float, ablation_perce
                             seed=streams.check, groups=d.speakers, constant=d.constant, steps=steps, rows=tr)
     out["check"] = {k: float(v.mean()) for k, v in check.items()}
     outcomes.update({f"check:{k}": v for k, v in check.items()})
-    inputs = rank_probe.kernel_inputs(X_te, y_te)  # the test features normalised once for both kernels
-    del X_te  # the normalised copy serves the rest
+    del X_te  # the normalised copy below serves the rest: never both at once
+    inputs = KernelInputs(standardize(d.X, rank_probe.mean_, rank_probe.scale_, rows=te), rank_probe.coef_,
+                          rank_probe.intercept_, rank_probe.encode(y_te))  # as rank_probe.kernel_inputs(X_te, y_te)
     out["masked"] = ablation_accuracy(inputs, live, ablation_percent, streams.masks, RANDOM_DRAWS)
     outcomes.update({f"masked:{how}": c for how, c in ablation_outcomes(inputs, live, ablation_percent,
                                                                            streams.masks, RANDOM_DRAWS).items()})

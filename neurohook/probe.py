@@ -35,6 +35,8 @@ from neurohook.probe_batch import ProbeSpec, ProbeState, _is_row_source, train_p
 from neurohook.probe_tuning import DEFAULT_L2_GRID, Tuning, dev_phase, refit
 from neurohook.zscore import CHUNK, standardize, take_rows
 
+PREDICT_ROWS = 4096  # rows normalised at once when predicting
+
 __all__ = ["PAPER_SETTINGS", "KernelInputs", "LinearProbe", "ProbeSpec", "fit_probes"]
 
 # The paper's probe (section 4.3): Adam at its default learning rate, 20 epochs, l1 = l2 = 1e-5.
@@ -186,7 +188,11 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         """Logits (N, C) for features X (N, D) (an array, or features read on demand, in blocks)."""
         if _is_row_source(X):
             return np.concatenate([self.decision_function(block) for _, block in X.chunks()])
-        return self.transform(X) @ self.coef_.T + self.intercept_
+        X = _check_features(X)
+        if len(X) <= PREDICT_ROWS:
+            return self.transform(X) @ self.coef_.T + self.intercept_
+        # in row blocks: the normalised copy is one block, not the whole of X
+        return np.concatenate([self.decision_function(X[a : a + PREDICT_ROWS]) for a in range(0, len(X), PREDICT_ROWS)])
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (N, C), columns in the order of ``classes_``."""

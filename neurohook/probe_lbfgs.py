@@ -12,6 +12,12 @@ Objective of one probe, on z-normalised features (statistics of the training row
 
 The l1 term is the smooth (pseudo-Huber, eps = 1e-4) form of ``l1 * sum|W|``, which L-BFGS needs.
 
+Memory: the training rows are never copied. Each pass gathers and z-normalises them block by block
+into one reused buffer (:func:`neurohook.zscore.standardize`, a compiled one-pass kernel), so a study
+holds its feature matrix and little else. A rejected step is halved without further passes: logits
+are affine along the search line, so the objective at any step follows from the logits kept at the
+current point and at the trial; one pass then evaluates where the step stops.
+
 Example::
 
     states = lbfgs_probes(X, y, [Block(0, 768, 0.0, 1e-3), Block(0, 768, 0.0, 1e-2)], rows=train_rows)
