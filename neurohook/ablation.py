@@ -16,7 +16,7 @@ import numpy as np
 
 from neurohook import ranking
 from neurohook.probe import PREDICT_ROWS, KernelInputs, ProbeSpec, fit_probes
-from neurohook.zscore import take
+from neurohook.zscore import take, take_rows
 
 __all__ = ["ABLATIONS", "DEFAULT_PERCENTAGES", "DevSearch", "MinimalSet", "ablation_accuracy", "ablation_masks",
            "ablation_outcomes", "minimal_neuron_set", "retrained_curve", "retrained_outcomes"]
@@ -129,24 +129,26 @@ class DevSearch(NamedTuple):
     order: np.ndarray  # ranking from a probe trained on the fit rows
     oracle: float  # Acc(ALL) of that probe on the dev rows
     fit_rows: np.ndarray | None = None  # the fit rows are these rows of X_fit (y_fit per row of X_fit); None: all
+    dev_rows: np.ndarray | None = None  # the dev rows are these rows of X_dev (y_dev per dev row); None: all
 
 
 def retrained_outcomes(X_train: Any, y_train: Any, X_test: Any, y_test: Any, order: np.ndarray,
                        percentages: Sequence[float], seed: int = 0, draw_seed: int | None = None,
                        train_rows: np.ndarray | None = None, with_random: bool = True,
-                       **probe_params: Any) -> tuple[np.ndarray, np.ndarray]:
+                       test_rows: np.ndarray | None = None, **probe_params: Any) -> tuple[np.ndarray, np.ndarray]:
     """Per test utterance, right (bool (P, M)) with probes retrained on the top N% and on a random N% of
     ``order``, for each of the P percentages. ``train_rows``: the training rows are these rows of
-    X_train (y_train per row of X_train), none copied; default all. ``with_random=False`` trains the
-    top sets only (the random part is then (0, M)).
+    X_train (y_train per row of X_train), none copied; default all; ``test_rows`` likewise for X_test
+    (y_test per test row; read in row blocks). ``with_random=False`` trains the top sets only (the
+    random part is then (0, M)).
 
     The top probes train in one batched pass, the random ones in another: each pass sees its columns
     in order (the top N% of ``order``, or the first N% of one shuffle from ``draw_seed``, else ``seed``:
-    nested sets) through ``fit_probes(columns=)``, so only the largest set's columns of the training
-    rows are ever copied (normalised, once per pass).
+    nested sets) through ``fit_probes(columns=)``: the training rows are read in blocks, never copied.
     """
     X_train = X_train if hasattr(X_train, "rows") else np.asarray(X_train)  # or features read on demand
-    X_test, y_test = np.asarray(X_test), np.asarray(y_test)
+    X_test, y_test = X_test if hasattr(X_test, "rows") else np.asarray(X_test), np.asarray(y_test)
+    test_rows = np.arange(len(y_test)) if test_rows is None else np.asarray(test_rows, dtype=np.int64)
     D = X_train.shape[1]
     ks = [_count(p, D) for p in percentages]
     shuffled = np.random.default_rng(seed if draw_seed is None else draw_seed).permutation(D)
@@ -156,7 +158,7 @@ def retrained_outcomes(X_train: Any, y_train: Any, X_test: Any, y_test: Any, ord
                             **probe_params)
         right += [np.empty(len(y_test), dtype=bool) for _ in ks]
         for a in range(0, len(y_test), PREDICT_ROWS):  # row blocks, columns gathered once: each probe reads a prefix
-            gathered = take(X_test, np.arange(a, min(a + PREDICT_ROWS, len(y_test))), cols)
+            gathered = take(take_rows(X_test, test_rows[a : a + PREDICT_ROWS]), cols=cols)
             for r, p, k in zip(right[-len(ks):], probes, ks):
                 r[a : a + PREDICT_ROWS] = p.predict(gathered[:, :k]) == y_test[a : a + PREDICT_ROWS]
             del gathered  # not held while the next probes train
@@ -186,25 +188,28 @@ def minimal_neuron_set(
     draw_seed: int | None = None,
     dev: DevSearch | None = None,
     train_rows: np.ndarray | None = None,
+    test_rows: np.ndarray | None = None,
     **probe_params: Any,
 ) -> MinimalSet:
     """The smallest top N% of ``order`` whose retrained probe is within delta of the oracle.
 
     X_train: (N, D), X_test: (M, D) raw features (``train_rows``: the training rows are these rows of
-    X_train, y_train per row of X_train); order: (D,) ranking; oracle: Acc(ALL) on test.
+    X_train, y_train per row of X_train; ``test_rows``: the test rows are these rows of X_test, y_test
+    per test row); order: (D,) ranking; oracle: Acc(ALL) on test.
     With ``dev`` the size is chosen on the dev curve (probes retrained on the fit rows with the top N%
     of ``dev.order``, scored on the dev rows, against ``dev.oracle``) and the test curve is only
     reported; without it, on the test curve (the paper's procedure, optimistic).
     """
     percentages = sorted(float(p) for p in percentages)
     top_right, rnd_right = retrained_outcomes(X_train, y_train, X_test, y_test, order, percentages, seed, draw_seed,
-                                              train_rows, **probe_params)
+                                              train_rows, test_rows=test_rows, **probe_params)
     top, rnd = top_right.mean(axis=1).tolist(), rnd_right.mean(axis=1).tolist()
     curve, target, on = top, oracle, "test"
     dev_top: list[float] = []
     if dev is not None:
         dev_right, _ = retrained_outcomes(dev.X_fit, dev.y_fit, dev.X_dev, dev.y_dev, dev.order, percentages, seed,
-                                          draw_seed, dev.fit_rows, with_random=False, **probe_params)
+                                          draw_seed, dev.fit_rows, with_random=False, test_rows=dev.dev_rows,
+                                          **probe_params)
         dev_top = dev_right.mean(axis=1).tolist()
         curve, target, on = dev_top, dev.oracle, "dev"
     reached = [i for i, a in enumerate(curve) if a >= target - delta]

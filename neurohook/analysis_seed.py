@@ -19,7 +19,7 @@ from neurohook import ranking
 from neurohook.ablation import DevSearch, ablation_accuracy, ablation_outcomes, minimal_neuron_set
 from neurohook.control import control_labels, majority_accuracy, majority_class, selectivity
 from neurohook.data.splits import seed_streams, train_dev_split, train_test_split
-from neurohook.probe import KernelInputs, LinearProbe, ProbeSpec, fit_probes
+from neurohook.probe import KernelInputs, LinearProbe, ProbeSpec, fit_probes, predict_rows
 from neurohook.probe_tuning import dev_phase, refit
 from neurohook.ranking_check import retrained_check
 from neurohook.task_data import TaskData
@@ -37,14 +37,20 @@ def _probe(state: Any, params: dict[str, Any], tuning: Any = None, l2: float | N
     return LinearProbe(**params)._set_state(state, tuning, l2)
 
 
-def _ranking_choice(tuning: Any, X_dev: np.ndarray, y_dev: np.ndarray, constant: np.ndarray, percent: float,
+def _kernel_inputs(probe: LinearProbe, X: Any, rows: np.ndarray, y: np.ndarray) -> KernelInputs:
+    """``probe.kernel_inputs(X[rows], y)`` without a copy of X[rows] beside the normalised one."""
+    return KernelInputs(standardize(X, probe.mean_, probe.scale_, rows=rows), probe.coef_, probe.intercept_,
+                        probe.encode(y))
+
+
+def _ranking_choice(tuning: Any, X: Any, dev: np.ndarray, y_dev: np.ndarray, constant: np.ndarray, percent: float,
                     seed: int, steps: Sequence[float] | None) -> tuple[int, np.ndarray]:
     """(grid index, dev-phase order) of the ranking probe: the l2 whose top ``percent`` of neurons,
-    alone, scores best on dev (ties: the stronger l2). With one grid value, that one."""
+    alone, scores best on the dev rows ``dev`` of X (ties: the stronger l2). With one grid value, that one."""
     orders = [ranking.neuron_ordering(state.coef, steps).order for state in tuning.states]
     if len(orders) == 1:
         return 0, orders[0]
-    acc = [ablation_accuracy(LinearProbe()._set_state(state, l2=l2).kernel_inputs(X_dev, y_dev), o[~constant[o]],
+    acc = [ablation_accuracy(_kernel_inputs(LinearProbe()._set_state(state, l2=l2), X, dev, y_dev), o[~constant[o]],
                              percent, seed)["top"] for state, l2, o in zip(tuning.states, tuning.grid, orders)]
     best = max(range(len(acc)), key=lambda g: (acc[g], tuning.grid[g]))
     return best, orders[best]
@@ -62,13 +68,13 @@ def one_seed(d: TaskData, seed: int, task: str, test_size: float, ablation_perce
     D = d.X.shape[1]
     starts = np.concatenate([[0], np.cumsum(d.sizes)])
     spans = [(int(starts[i]), int(starts[i + 1])) for i in range(len(d.names))] + [(0, D)]
-    # the training rows are indexed in d.X, never copied; the test rows are copied once (scored many times)
-    X_te, y_tr, y_te = take_rows(d.X, te), d.y[tr], d.y[te]
+    # the training and test rows are indexed in d.X, never copied (test predictions run in row blocks)
+    y_tr, y_te = d.y[tr], d.y[te]
     spk_tr = None if d.speakers is None else d.speakers[tr]
     template = LinearProbe(**probe_params)
     fit, dev = (tr[i] for i in train_dev_split(y_tr, template.dev_size, streams.dev, spk_tr))  # rows of d.X
     tunings = dev_phase(d.X, d.y, spans, fit, dev, template, seed)
-    g_rank, dev_order = _ranking_choice(tunings[-1], take_rows(d.X, dev), d.y[dev], d.constant, ablation_percent, streams.masks,
+    g_rank, dev_order = _ranking_choice(tunings[-1], d.X, dev, d.y[dev], d.constant, ablation_percent, streams.masks,
                                         steps)
     rank_l2 = tunings[-1].grid[g_rank]
     refits = [(a, b, t.l2) for (a, b), t in zip(spans, tunings)]
@@ -78,7 +84,8 @@ def one_seed(d: TaskData, seed: int, task: str, test_size: float, ablation_perce
     probes = [_probe(st, probe_params, t) for st, t in zip(states, tunings)]
     probe_all = probes[-1]
     rank_probe = _probe(states[-1], probe_params, l2=rank_l2) if separate else probe_all
-    layer_acc = [p.score(X_te[:, a:b], y_te) for p, (a, b) in zip(probes, spans)]
+    right = [predict_rows(p, d.X, te, slice(a, b)) == y_te for p, (a, b) in zip(probes, spans)]
+    layer_acc = [float(r.mean()) for r in right]
     oracle = layer_acc[-1]
     out: dict[str, Any] = {"n_train": len(tr), "n_test": len(te), "layers": layer_acc[:-1], "oracle": oracle,
                            "majority": majority_accuracy(y_tr, y_te), "probe_l2": tunings[-1].l2, "ranking_l2": rank_l2,
@@ -86,8 +93,8 @@ def one_seed(d: TaskData, seed: int, task: str, test_size: float, ablation_perce
                            "oracle_dev": tunings[-1].dev_accuracy[tunings[-1].chosen], "dev_rows": (fit, dev),
                            "dev_order": dev_order}
     # per test utterance, 1 where right: what the intervals resample (columns named in `outcomes`)
-    outcomes = {"oracle": probe_all.predict(X_te) == y_te, "majority": y_te == majority_class(y_tr),
-                **{f"layer:{n}": p.predict(X_te[:, a:b]) == y_te for n, p, (a, b) in zip(d.names, probes, spans)}}
+    outcomes = {"oracle": right[-1], "majority": y_te == majority_class(y_tr),
+                **{f"layer:{n}": r for n, r in zip(d.names, right)}}
     ctrl_train, ctrl_test = control_labels(y_tr, len(te), streams.control)
     ctrl_y = np.empty(len(d.y), dtype=ctrl_train.dtype)
     ctrl_y[tr] = ctrl_train  # per row of d.X; only the training rows are read
@@ -95,7 +102,7 @@ def one_seed(d: TaskData, seed: int, task: str, test_size: float, ablation_perce
     # hyper-parameters, on the task and on control labels; dev accuracy cannot choose an l2 for random labels)
     (ctrl_probe,) = fit_probes(d.X, ctrl_y, [ProbeSpec(0, D, seed)], groups=d.speakers, rows=tr,
                                **{**probe_params, "l2": tunings[-1].l2})
-    outcomes["control"] = ctrl_probe.predict(X_te) == ctrl_test
+    outcomes["control"] = predict_rows(ctrl_probe, d.X, te) == ctrl_test
     out["control"] = float(outcomes["control"].mean())
     out["selectivity"] = selectivity(oracle, out["control"])
     if d.X_rinit is not None:
@@ -106,13 +113,11 @@ def one_seed(d: TaskData, seed: int, task: str, test_size: float, ablation_perce
         out["rinit"] = float(outcomes["rinit"].mean())
     order = ranking.neuron_ordering(rank_probe.coef_, steps).order
     live = order[~d.constant[order]]  # constant neurons stay out of the top / bottom / random draws
-    check = retrained_check(d.X, d.y, X_te, y_te, l2=rank_l2, retrain_l2=tunings[-1].l2, percent=ablation_percent,
+    check = retrained_check(d.X, d.y, d.X, y_te, test_rows=te, l2=rank_l2, retrain_l2=tunings[-1].l2, percent=ablation_percent,
                             seed=streams.check, groups=d.speakers, constant=d.constant, steps=steps, rows=tr)
     out["check"] = {k: float(v.mean()) for k, v in check.items()}
     outcomes.update({f"check:{k}": v for k, v in check.items()})
-    del X_te  # the normalised copy below serves the rest: never both at once
-    inputs = KernelInputs(standardize(d.X, rank_probe.mean_, rank_probe.scale_, rows=te), rank_probe.coef_,
-                          rank_probe.intercept_, rank_probe.encode(y_te))  # as rank_probe.kernel_inputs(X_te, y_te)
+    inputs = _kernel_inputs(rank_probe, d.X, te, y_te)  # the test rows normalised once for both kernels
     out["masked"] = ablation_accuracy(inputs, live, ablation_percent, streams.masks, RANDOM_DRAWS)
     outcomes.update({f"masked:{how}": c for how, c in ablation_outcomes(inputs, live, ablation_percent,
                                                                            streams.masks, RANDOM_DRAWS).items()})
@@ -135,9 +140,9 @@ def minimal_set(d: TaskData, p: dict[str, Any], seed: int, task: str, percentage
     with the ALL probe's l2), reported on test; and its layer distribution."""
     tr, te = p["split"]
     fit, dev = p["dev_rows"]  # rows of d.X, as tr: indexed, never copied
-    search = DevSearch(d.X, d.y, take_rows(d.X, dev), d.y[dev], p["dev_order"], p["oracle_dev"], fit_rows=fit)
+    search = DevSearch(d.X, d.y, d.X, d.y[dev], p["dev_order"], p["oracle_dev"], fit_rows=fit, dev_rows=dev)
     params = {**probe_params, "l2": p["probe_l2"]}
-    minimal = minimal_neuron_set(d.X, d.y, take_rows(d.X, te), d.y[te], p["order"], p["oracle"], percentages, delta,
-                                 seed, draw_seed=seed_streams(seed).minimal, dev=search, train_rows=tr, **params)
+    minimal = minimal_neuron_set(d.X, d.y, d.X, d.y[te], p["order"], p["oracle"], percentages, delta, seed,
+                                 draw_seed=seed_streams(seed).minimal, dev=search, train_rows=tr, test_rows=te, **params)
     logger.info("%s seed %d: minimal %g%% (chosen on dev) -> %.3f on test", task, seed, minimal.percent, minimal.accuracy)
     return {"minimal": minimal, "distribution": ranking.layer_distribution(np.asarray(minimal.neurons), d.sizes).counts}

@@ -33,7 +33,7 @@ from neurohook.errors import DataError
 from neurohook.features import Features
 from neurohook.probe_batch import ProbeSpec, ProbeState, _is_row_source, train_probes
 from neurohook.probe_tuning import DEFAULT_L2_GRID, Tuning, dev_phase, refit
-from neurohook.zscore import CHUNK, standardize, take_rows
+from neurohook.zscore import CHUNK, standardize, take, take_rows
 
 PREDICT_ROWS = 4096  # rows normalised at once when predicting
 
@@ -219,6 +219,24 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         if unknown.any():
             raise ValueError(f"labels {np.unique(y[unknown])[:5].tolist()} were not seen in training")
         return idx.astype(np.int64)
+
+
+def predict_rows(probe: LinearProbe, X: Any, rows: np.ndarray | None = None, cols: Any = None) -> np.ndarray:
+    """``probe.predict(X[rows][:, cols])`` (rows default all; cols an index array or a slice) computed in
+    blocks of :data:`PREDICT_ROWS` rows: neither the selected rows nor their normalised copy are ever whole.
+
+    Example: ``predict_rows(layer_probe, X, test_rows, slice(768, 1536)) == y[test_rows]``.
+    """
+    rows = np.arange(len(X)) if rows is None else np.asarray(rows, dtype=np.int64)
+    out = []
+    for a in range(0, len(rows), PREDICT_ROWS):
+        block = take_rows(X, rows[a : a + PREDICT_ROWS])
+        if isinstance(cols, slice):
+            block = block[:, cols]
+        elif cols is not None:
+            block = take(block, cols=np.asarray(cols, dtype=np.int64))
+        out.append(probe.predict(block))
+    return np.concatenate(out) if out else np.empty(0, dtype=getattr(probe, "classes_", np.empty(0)).dtype)
 
 
 def fit_probes(X: Any, y: Any, specs: Sequence[ProbeSpec], groups: Any = None, *, columns: Any = None,

@@ -22,8 +22,7 @@ import numpy as np
 from neurohook import ranking
 from neurohook.ablation import ablation_masks
 from neurohook.data.splits import train_dev_split
-from neurohook.probe import ProbeSpec, fit_probes
-from neurohook.zscore import take
+from neurohook.probe import ProbeSpec, fit_probes, predict_rows
 
 __all__ = ["retrained_check"]
 
@@ -31,7 +30,8 @@ __all__ = ["retrained_check"]
 def retrained_check(X_tr: np.ndarray, y_tr: np.ndarray, X_te: np.ndarray, y_te: np.ndarray, *, l2: float,
                     percent: float, seed: int, groups: Any = None, constant: np.ndarray | None = None,
                     steps: Sequence[float] | None = None, draws: int = 5,
-                    retrain_l2: float | None = None, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                    retrain_l2: float | None = None, rows: np.ndarray | None = None,
+                    test_rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per test utterance (N_te,): right with a probe retrained on half B on the top ``percent`` of half A's
     ranking (``"top"``, bool), and the share of ``draws`` random sets of that size under which it is right
     (``"random"``).
@@ -39,7 +39,8 @@ def retrained_check(X_tr: np.ndarray, y_tr: np.ndarray, X_te: np.ndarray, y_te: 
     X_tr (N, D), y_tr (N,): training rows; ``groups`` (N,) makes the halves group-disjoint; ``constant``
     (D,) bool marks neurons kept out of the top and random sets; ``l2`` is the ranking probe's penalty,
     ``retrain_l2`` the retrained probes' (default ``l2``). ``rows``: the training rows are these rows of
-    X_tr (y_tr and groups per row of X_tr), none copied; default all.
+    X_tr (y_tr and groups per row of X_tr), none copied; default all. ``test_rows``: the test rows are
+    these rows of X_te (read in blocks, none copied; y_te per test row); default all.
     """
     rows = np.arange(len(y_tr)) if rows is None else np.asarray(rows)
     y_tr = np.asarray(y_tr)
@@ -54,5 +55,5 @@ def retrained_check(X_tr: np.ndarray, y_tr: np.ndarray, X_te: np.ndarray, y_te: 
     k = len(sets[0])
     probes = fit_probes(X_tr, y_tr, [ProbeSpec(i * k, (i + 1) * k, seed) for i in range(len(sets))],  # one L-BFGS pass
                         columns=np.concatenate(sets), rows=half_b, l2=l2 if retrain_l2 is None else retrain_l2)
-    right = [p.predict(take(X_te, cols=cols)) == y_te for p, cols in zip(probes, sets)]
+    right = [predict_rows(p, X_te, test_rows, cols) == y_te for p, cols in zip(probes, sets)]
     return {"top": right[0], "random": np.mean(right[1:], axis=0)}

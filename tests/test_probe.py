@@ -290,3 +290,16 @@ def test_the_probe_is_a_scikit_learn_estimator():
     # the same data with neurohook's own normalisation and with a scaler in front: the same probe
     own = LinearProbe(epochs=100, lr=0.05).fit(X[:160], y[:160])
     np.testing.assert_allclose(pipe[-1].coef_, own.coef_, rtol=1e-4, atol=1e-5)
+
+
+def test_predict_rows_equals_predict_on_the_copied_rows(monkeypatch):
+    import neurohook.probe as probe_module
+    from neurohook.probe import predict_rows
+
+    X, y = blobs(n=500, d=20, c=3, seed=8)
+    rows = np.random.default_rng(0).permutation(500)[:333]
+    monkeypatch.setattr(probe_module, "PREDICT_ROWS", 64)  # several blocks
+    for cols in (None, slice(4, 17), np.array([19, 0, 7, 3])):
+        sub = X[:, cols] if cols is not None else X
+        probe = LinearProbe(l2=1e-2).fit(sub[:300], y[:300])
+        np.testing.assert_array_equal(predict_rows(probe, X, rows, cols), probe.predict(sub[rows]))
