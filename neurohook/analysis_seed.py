@@ -16,10 +16,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from neurohook import ranking
-from neurohook.ablation import DevSearch, ablation_accuracy, ablation_outcomes, minimal_neuron_set
+from neurohook.ablation import DevSearch, ablation_accuracy, ablation_masks, ablation_outcomes, minimal_neuron_set
 from neurohook.control import control_labels, majority_accuracy, majority_class, selectivity
 from neurohook.data.splits import seed_streams, train_dev_split, train_test_split
-from neurohook.probe import KernelInputs, LinearProbe, ProbeSpec, fit_probes, predict_rows
+from neurohook.probe import PREDICT_ROWS, KernelInputs, LinearProbe, ProbeSpec, fit_probes, predict_rows
 from neurohook.probe_tuning import dev_phase, refit
 from neurohook.ranking_check import retrained_check
 from neurohook.task_data import TaskData
@@ -41,6 +41,24 @@ def _kernel_inputs(probe: LinearProbe, X: Any, rows: np.ndarray, y: np.ndarray) 
     """``probe.kernel_inputs(X[rows], y)`` without a copy of X[rows] beside the normalised one."""
     return KernelInputs(standardize(X, probe.mean_, probe.scale_, rows=rows), probe.coef_, probe.intercept_,
                         probe.encode(y))
+
+
+def _kernel_curves(probe: LinearProbe, X: Any, rows: np.ndarray, y: np.ndarray, live: np.ndarray, percent: float,
+                   seed: int, orders: Sequence[np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """The compiled kernels on rows ``rows`` of X (labels y), in row blocks (no normalised copy of them
+    all): masked accuracies (2 + RANDOM_DRAWS,) of :func:`ablation_masks`, their per-row outcomes, and the
+    prefix accuracy curve (len(orders), D) of each order. Block results are weighted by their rows."""
+    masks = ablation_masks(live, percent, seed, X.shape[1], RANDOM_DRAWS)
+    masked, prefix, parts = 0.0, 0.0, []
+    for a in range(0, len(rows), PREDICT_ROWS * 4):
+        block = slice(a, a + PREDICT_ROWS * 4)
+        inputs = _kernel_inputs(probe, X, rows[block], y[block])
+        n = len(inputs.y)
+        masked = masked + n * ranking.masked_accuracy(*inputs, masks)
+        prefix = prefix + n * np.array([ranking.prefix_accuracy(*inputs, o) for o in orders])
+        parts.append(ablation_outcomes(inputs, live, percent, seed, RANDOM_DRAWS))
+    right = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return masked / len(rows), right, prefix / len(rows)
 
 
 def _ranking_choice(tuning: Any, X: Any, dev: np.ndarray, y_dev: np.ndarray, constant: np.ndarray, percent: float,
@@ -117,16 +135,17 @@ def one_seed(d: TaskData, seed: int, task: str, test_size: float, ablation_perce
                             seed=streams.check, groups=d.speakers, constant=d.constant, steps=steps, rows=tr)
     out["check"] = {k: float(v.mean()) for k, v in check.items()}
     outcomes.update({f"check:{k}": v for k, v in check.items()})
-    inputs = _kernel_inputs(rank_probe, d.X, te, y_te)  # the test rows normalised once for both kernels
-    out["masked"] = ablation_accuracy(inputs, live, ablation_percent, streams.masks, RANDOM_DRAWS)
-    outcomes.update({f"masked:{how}": c for how, c in ablation_outcomes(inputs, live, ablation_percent,
-                                                                           streams.masks, RANDOM_DRAWS).items()})
+    rng = np.random.default_rng(streams.masks)
+    shuffles = [np.concatenate([rng.permutation(live), order[d.constant[order]]]) for _ in range(RANDOM_DRAWS)]
+    masked, right, prefix = _kernel_curves(rank_probe, d.X, te, y_te, live, ablation_percent, streams.masks,
+                                           [order, *shuffles])
+    out["masked"] = {"top": float(masked[0]), "bottom": float(masked[1]), "random": float(np.mean(masked[2:])),
+                     "random_std": float(np.std(masked[2:]))}  # as ablation_accuracy
+    outcomes.update({f"masked:{how}": c for how, c in right.items()})
     out["outcomes"] = outcomes
     out["groups"] = None if d.speakers is None else d.speakers[te]
-    out["prefix"] = ranking.prefix_accuracy(*inputs, order)[prefix_k - 1]
-    rng = np.random.default_rng(streams.masks)
-    randoms = np.array([ranking.prefix_accuracy(*inputs, np.concatenate([rng.permutation(live), order[d.constant[order]]]))
-                        [prefix_k - 1] for _ in range(RANDOM_DRAWS)])  # random orders of the live neurons
+    out["prefix"] = prefix[0][prefix_k - 1]
+    randoms = prefix[1:, prefix_k - 1]  # random orders of the live neurons
     out["prefix_random"], out["prefix_random_std"] = randoms.mean(axis=0), randoms.std(axis=0)
     out.update(split=(tr, te), order=order)
     logger.info("%s seed %d: ALL %.3f (l2 %g; ranking l2 %g), best layer %.3f", task, seed, oracle, tunings[-1].l2,

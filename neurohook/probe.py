@@ -35,7 +35,7 @@ from neurohook.probe_batch import ProbeSpec, ProbeState, _is_row_source, train_p
 from neurohook.probe_tuning import DEFAULT_L2_GRID, Tuning, dev_phase, refit
 from neurohook.zscore import CHUNK, standardize, take, take_rows
 
-PREDICT_ROWS = 4096  # rows normalised at once when predicting
+PREDICT_ROWS = 1024  # rows normalised at once when predicting
 
 __all__ = ["PAPER_SETTINGS", "KernelInputs", "LinearProbe", "ProbeSpec", "fit_probes"]
 
