@@ -62,7 +62,12 @@ def ablation_accuracy(inputs: KernelInputs, order: np.ndarray, percent: float = 
     The random accuracy is the mean over ``draws`` random sets drawn from ``seed``; its spread over
     draws is ``"random_std"``. Computed by the compiled kernel.
     """
-    acc = ranking.masked_accuracy(*inputs, ablation_masks(order, percent, seed, inputs.Z.shape[1], draws))
+    return masked_summary(ranking.masked_accuracy(*inputs, ablation_masks(order, percent, seed, inputs.Z.shape[1], draws)))
+
+
+def masked_summary(acc: np.ndarray) -> dict[str, float]:
+    """{"top", "bottom", "random" (mean over the draws), "random_std"} of accuracies (2 + draws,) under
+    :func:`ablation_masks`' masks, in their order."""
     return {"top": float(acc[0]), "bottom": float(acc[1]), "random": float(np.mean(acc[2:])),
             "random_std": float(np.std(acc[2:]))}
 

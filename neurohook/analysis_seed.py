@@ -16,14 +16,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from neurohook import ranking
-from neurohook.ablation import DevSearch, ablation_accuracy, ablation_masks, ablation_outcomes, minimal_neuron_set
+from neurohook.ablation import (DevSearch, ablation_accuracy, ablation_masks, ablation_outcomes, masked_summary,
+                                minimal_neuron_set)
 from neurohook.control import control_labels, majority_accuracy, majority_class, selectivity
 from neurohook.data.splits import seed_streams, train_dev_split, train_test_split
-from neurohook.probe import PREDICT_ROWS, KernelInputs, LinearProbe, ProbeSpec, fit_probes, predict_rows
+from neurohook.probe import PREDICT_ROWS, LinearProbe, ProbeSpec, fit_probes, predict_rows
 from neurohook.probe_tuning import dev_phase, refit
 from neurohook.ranking_check import retrained_check
 from neurohook.task_data import TaskData
-from neurohook.zscore import CHUNK, standardize, take_rows
+from neurohook.zscore import CHUNK, take_rows
 
 __all__: list[str] = []
 
@@ -37,12 +38,6 @@ def _probe(state: Any, params: dict[str, Any], tuning: Any = None, l2: float | N
     return LinearProbe(**params)._set_state(state, tuning, l2)
 
 
-def _kernel_inputs(probe: LinearProbe, X: Any, rows: np.ndarray, y: np.ndarray) -> KernelInputs:
-    """``probe.kernel_inputs(X[rows], y)`` without a copy of X[rows] beside the normalised one."""
-    return KernelInputs(standardize(X, probe.mean_, probe.scale_, rows=rows), probe.coef_, probe.intercept_,
-                        probe.encode(y))
-
-
 def _kernel_curves(probe: LinearProbe, X: Any, rows: np.ndarray, y: np.ndarray, live: np.ndarray, percent: float,
                    seed: int, orders: Sequence[np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """The compiled kernels on rows ``rows`` of X (labels y), in row blocks (no normalised copy of them
@@ -52,7 +47,7 @@ def _kernel_curves(probe: LinearProbe, X: Any, rows: np.ndarray, y: np.ndarray, 
     masked, prefix, parts = 0.0, 0.0, []
     for a in range(0, len(rows), PREDICT_ROWS * 4):
         block = slice(a, a + PREDICT_ROWS * 4)
-        inputs = _kernel_inputs(probe, X, rows[block], y[block])
+        inputs = probe.kernel_inputs(X, y[block], rows[block])
         n = len(inputs.y)
         masked = masked + n * ranking.masked_accuracy(*inputs, masks)
         prefix = prefix + n * np.array([ranking.prefix_accuracy(*inputs, o) for o in orders])
@@ -68,7 +63,7 @@ def _ranking_choice(tuning: Any, X: Any, dev: np.ndarray, y_dev: np.ndarray, con
     orders = [ranking.neuron_ordering(state.coef, steps).order for state in tuning.states]
     if len(orders) == 1:
         return 0, orders[0]
-    acc = [ablation_accuracy(_kernel_inputs(LinearProbe()._set_state(state, l2=l2), X, dev, y_dev), o[~constant[o]],
+    acc = [ablation_accuracy(LinearProbe()._set_state(state, l2=l2).kernel_inputs(X, y_dev, dev), o[~constant[o]],
                              percent, seed)["top"] for state, l2, o in zip(tuning.states, tuning.grid, orders)]
     best = max(range(len(acc)), key=lambda g: (acc[g], tuning.grid[g]))
     return best, orders[best]
@@ -139,8 +134,7 @@ def one_seed(d: TaskData, seed: int, task: str, test_size: float, ablation_perce
     shuffles = [np.concatenate([rng.permutation(live), order[d.constant[order]]]) for _ in range(RANDOM_DRAWS)]
     masked, right, prefix = _kernel_curves(rank_probe, d.X, te, y_te, live, ablation_percent, streams.masks,
                                            [order, *shuffles])
-    out["masked"] = {"top": float(masked[0]), "bottom": float(masked[1]), "random": float(np.mean(masked[2:])),
-                     "random_std": float(np.std(masked[2:]))}  # as ablation_accuracy
+    out["masked"] = masked_summary(masked)
     outcomes.update({f"masked:{how}": c for how, c in right.items()})
     out["outcomes"] = outcomes
     out["groups"] = None if d.speakers is None else d.speakers[te]

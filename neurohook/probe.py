@@ -206,9 +206,17 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         logits = self.decision_function(X)
         return self.classes_[logits.argmax(axis=1)]
 
-    def kernel_inputs(self, X: Any, y: Any) -> KernelInputs:
-        """Features X (N, D) and labels y (N,) for the ranking kernels: normalised once, with the weights."""
-        return KernelInputs(self.transform(X), self.coef_, self.intercept_, self.encode(y))
+    def kernel_inputs(self, X: Any, y: Any, rows: Any = None) -> KernelInputs:
+        """Features X (N, D) and labels y (N,) for the ranking kernels: normalised once, with the weights.
+        With ``rows`` (n,), X's rows ``rows`` (y per selected row), without a copy of them beside the
+        normalised one."""
+        if rows is None:
+            return KernelInputs(self.transform(X), self.coef_, self.intercept_, self.encode(y))
+        X = _check_features(X)
+        if X.shape[1] != self.coef_.shape[1]:
+            raise ValueError(f"X has {X.shape[1]} columns but the probe was trained on {self.coef_.shape[1]}")
+        return KernelInputs(standardize(X, self.mean_, self.scale_, rows=np.asarray(rows)), self.coef_, self.intercept_,
+                            self.encode(y))
 
     def encode(self, y: Any) -> np.ndarray:
         """Class indices (N,) int64 of labels y (N,); a label unseen in training is an error."""
