@@ -21,7 +21,7 @@ import numpy as np
 from neurohook.codec import decode
 from neurohook.errors import FeaturesFileError
 from neurohook.features import _META_KEY, Features, LayerSpan, _read_errors
-from neurohook.zscore import streamed_stats
+from neurohook.zscore import streamed_stats, take
 
 __all__ = ["ShardedFeatures", "SHARD_PATTERN"]
 
@@ -50,13 +50,13 @@ class ShardedFeatures:
         for path, meta in zip(self.paths[1:], metas[1:]):
             if meta.get("layers") != metas[0].get("layers"):
                 raise FeaturesFileError(path, f"a different layer map from {self.paths[0]}")
-        self._values = [f.get_slice("values") for f in self._files]
-        sizes = [int(v.get_shape()[0]) for v in self._values]
+        self._values = [_mapped_values(path) for path in self.paths]
+        sizes = [len(v) for v in self._values]
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.ids = [u for meta in metas for u in meta["ids"]]
         if len(set(self.ids)) != len(self.ids):
             raise ValueError("utterance ids repeat across shards")
-        width = int(self._values[0].get_shape()[1])
+        width = int(self._values[0].shape[1])
         self.shape: tuple[int, int] = (int(self._offsets[-1]), width)
         first = self._files[0]
         names = metas[0]["unit_stat_names"]
@@ -99,25 +99,21 @@ class ShardedFeatures:
             raise IndexError(f"row index out of range for {len(self)} utterances")
         shard = np.searchsorted(self._offsets, index, side="right") - 1
         out = np.empty((len(index), self.shape[1]), dtype=np.float32)
-        for s in np.unique(shard).tolist():
-            every = np.flatnonzero(shard == s)
-            for a in range(0, len(every), 64):  # 64 rows at a time: small reads beside the output
-                mine = every[a : a + 64]
-                local = index[mine] - self._offsets[s]
-                lo, hi = int(local.min()), int(local.max()) + 1
-                if hi - lo <= 4 * len(mine):  # the rows lie close together (a study's row blocks): one read
-                    out[mine] = self._values[s][lo:hi][local - lo]
-                else:
-                    for i, r in zip(mine.tolist(), local.tolist()):
-                        out[i] = self._values[s][r : r + 1][0]
+        cuts = (np.flatnonzero(np.diff(shard)) + 1).tolist()
+        for a, b in zip([0, *cuts], [*cuts, len(index)]) if index.size else ():  # runs of rows in one shard
+            values, local = self._values[shard[a]], index[a:b] - self._offsets[shard[a]]
+            if values.dtype == np.float32:  # straight from the mapped pages into the output
+                take(values, local, out=out[a:b])
+            else:
+                out[a:b] = values[local]
         return out
 
     def chunks(self, rows: int = 512):
-        """(start, values (n, D) float32) blocks in row order, at most ``rows`` rows each."""
+        """(start, values (n, D) float32) blocks in row order, at most ``rows`` rows each (read-only
+        views of the mapped shards where they are stored in float32)."""
         for s, values in enumerate(self._values):
-            n = int(values.get_shape()[0])
-            for a in range(0, n, rows):
-                yield int(self._offsets[s]) + a, np.asarray(values[a : min(n, a + rows)], dtype=np.float32)
+            for a in range(0, len(values), rows):
+                yield int(self._offsets[s]) + a, np.asarray(values[a : a + rows], dtype=np.float32)
 
     def column_stats(self, rows: int = 512) -> tuple[np.ndarray, np.ndarray]:
         """Mean (D,) and population std (D,) of every column, streamed over the shards in float64."""
@@ -126,3 +122,20 @@ class ShardedFeatures:
     def load(self) -> Features:
         """All rows in memory, as Features."""
         return Features.concat([Features.load(p) for p in self.paths])
+
+
+def _mapped_values(path: Path) -> np.ndarray:
+    """The "values" tensor (n, D) of a safetensors shard as a read-only memory map: a safetensors file is
+    an 8-byte little-endian header length, a JSON header giving each tensor's dtype, shape and byte range,
+    then the data. Rows are then copied once, straight into the reader's output."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        entry = json.loads(f.read(size))["values"]
+    dtype = {"F32": np.float32, "F16": np.float16}.get(entry["dtype"])
+    if dtype is None or len(entry["shape"]) != 2:
+        raise FeaturesFileError(path, f"values of dtype {entry['dtype']} and shape {entry['shape']}; expected (n, D) F32 or F16")
+    begin, end = entry["data_offsets"]
+    shape = tuple(int(v) for v in entry["shape"])
+    if shape[0] == 0:
+        return np.zeros(shape, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=8 + size + int(begin), shape=shape)

@@ -71,15 +71,23 @@ def take_rows(X: Any, rows: np.ndarray) -> np.ndarray:
     return take(np.asarray(X), rows)
 
 
-def take(X: np.ndarray, rows: np.ndarray | None = None, cols: np.ndarray | None = None) -> np.ndarray:
-    """``X[rows][:, cols]`` (rows and cols default all) as a new C-ordered array; float32 arrays are
-    copied by the compiled kernel (every core, no intermediate copy), bit for bit."""
+def take(X: np.ndarray, rows: np.ndarray | None = None, cols: np.ndarray | None = None,
+         out: np.ndarray | None = None) -> np.ndarray:
+    """``X[rows][:, cols]`` (rows and cols default all) as a C-ordered array (``out`` when given, of its
+    shape and X's dtype); float32 arrays are copied by the compiled kernel (every core, no intermediate
+    copy), bit for bit."""
+    shape = (len(X) if rows is None else len(rows), X.shape[1] if cols is None else len(cols))
+    if out is not None and (out.shape != shape or out.dtype != X.dtype or not out.flags.c_contiguous):
+        raise ValueError(f"out must be a C-contiguous {X.dtype} array of shape {shape}, got {out.dtype} {out.shape}")
     if not (_rows_contiguous(X) and X.dtype == np.float32):
-        out = X if rows is None else X[rows]
-        return np.ascontiguousarray(out if cols is None else out[:, cols])
-    width = X.shape[1] if cols is None else len(cols)
-    none, one = np.zeros(width, np.float32), np.ones(width, np.float32)  # ((x - 0) - 0) * 1 == x exactly
-    out = np.empty((len(X) if rows is None else len(rows), width), dtype=np.float32)
+        block = X if rows is None else X[rows]
+        block = block if cols is None else block[:, cols]
+        if out is None:
+            return np.ascontiguousarray(block)
+        out[...] = block
+        return out
+    none, one = np.zeros(shape[1], np.float32), np.ones(shape[1], np.float32)  # ((x - 0) - 0) * 1 == x exactly
+    out = np.empty(shape, dtype=np.float32) if out is None else out
     index = np.arange(len(X)) if rows is None else np.asarray(rows, dtype=np.int64)
     _core.standardize_rows(X, index, None if cols is None else np.asarray(cols, dtype=np.int64), none, none, one, out)
     return out
@@ -98,18 +106,28 @@ def streamed_stats(blocks: Iterable[tuple[np.ndarray, Any]], ids: Sequence[Any],
     """
     count, mean, m2 = 0, np.zeros(width), np.zeros(width)
     for index, values in blocks:
-        block = np.array(values, dtype=np.float64)
-        if not np.isfinite(block).all():
-            r, col = np.argwhere(~np.isfinite(block))[0]
-            row = int(index[r])
-            raise ValueError(f"features hold NaN or Inf at row {row} ({ids[row]!r}), column {col}")
-        n, block_mean = len(block), block.mean(axis=0)
+        n, block_mean, block_m2 = _block_moments(index, values, ids)
         delta = block_mean - mean
         mean = mean + delta * n / (count + n)
-        block -= block_mean  # in place
-        m2 = m2 + np.square(block, out=block).sum(axis=0) + np.square(delta) * count * n / (count + n)
+        m2 = m2 + block_m2 + np.square(delta) * count * n / (count + n)
         count += n
     return mean, np.sqrt(m2 / max(count, 1))
+
+
+def _block_moments(index: np.ndarray, values: Any, ids: Sequence[Any]) -> tuple[int, np.ndarray, np.ndarray]:
+    """(rows, mean (D,), sum of squared deviations (D,)) float64 of one block; NaN or Inf: ValueError."""
+    if len(index) and _rows_contiguous(values) and values.dtype == np.float32:  # the compiled kernel
+        block_mean, m2 = _core.column_moments(values, np.arange(len(values)))
+        if np.isfinite(block_mean).all() and np.isfinite(m2).all():
+            return len(values), block_mean, m2
+    block = np.array(values, dtype=np.float64)
+    if not np.isfinite(block).all():
+        r, col = np.argwhere(~np.isfinite(block))[0]
+        row = int(index[r])
+        raise ValueError(f"features hold NaN or Inf at row {row} ({ids[row]!r}), column {col}")
+    block_mean = block.mean(axis=0)
+    block -= block_mean  # in place
+    return len(block), block_mean, np.square(block, out=block).sum(axis=0)
 
 
 def standardize(X: Any, mean: np.ndarray, scale: np.ndarray, dtype: Any = np.float32,
@@ -137,9 +155,15 @@ def standardize(X: Any, mean: np.ndarray, scale: np.ndarray, dtype: Any = np.flo
         raise ValueError(f"out must be a C-contiguous {dt} array of shape {shape}, got {out.dtype} {out.shape}")
     hi = np.asarray(mean).astype(dt)
     parts = [hi, (np.asarray(mean, np.float64) - hi).astype(dt), (1.0 / np.asarray(scale, np.float64)).astype(dt)]
-    if _rows_contiguous(X) and X.dtype == dt == np.float32:  # the compiled one-pass kernel
+    if dt == np.float32 and (hasattr(X, "rows") or (_rows_contiguous(X) and X.dtype == dt)):
         index = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
-        _core.standardize_rows(X, index, None if cols is None else np.asarray(cols, dtype=np.int64), *parts, out)
+        cols = None if cols is None else np.asarray(cols, dtype=np.int64)
+        if not hasattr(X, "rows"):  # the compiled one-pass kernel
+            _core.standardize_rows(X, index, cols, *parts, out)
+            return out
+        for a in range(0, n, CHUNK):  # features read on demand: raw rows, then the kernel on them
+            raw = np.ascontiguousarray(X.rows(index[a : a + CHUNK]), dtype=np.float32)
+            _core.standardize_rows(raw, np.arange(len(raw)), cols, *parts, out[a : a + CHUNK])
         return out
     parts = [torch.from_numpy(v) for v in parts]
     Xt, Ot = _tensor(X), torch.from_numpy(out)

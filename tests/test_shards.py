@@ -10,6 +10,7 @@ import pytest
 from neurohook.features import Features, FeatureSource, LayerSpan
 from neurohook.probe import LinearProbe, ProbeSpec, fit_probes
 from neurohook.shards import ShardedFeatures
+from neurohook.zscore import column_stats, standardize
 
 
 @pytest.fixture()
@@ -37,6 +38,29 @@ def test_rows_ids_layers_and_statistics_match_the_full_array(stored):
     np.testing.assert_allclose(mean, full.values.astype(np.float64).mean(0), rtol=1e-10, atol=1e-9)
     np.testing.assert_allclose(std, full.values.astype(np.float64).std(0), rtol=1e-9)
     np.testing.assert_array_equal(sharded.load().values, full.values)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_rows_in_any_order_across_shards_are_the_stored_values(stored, tmp_path, dtype):
+    full, y, _ = stored
+    folder = tmp_path / dtype
+    folder.mkdir()
+    for k, a in enumerate(range(0, 6000, 1600)):
+        full.select_ids(full.ids[a : a + 1600]).save(folder / f"shard-{k:05d}.safetensors", dtype=dtype)
+    sharded, want = ShardedFeatures.open(folder), full.values.astype(dtype).astype(np.float32)
+    for idx in ([1599, 1600, 1601, 7, 7, 5999, 0, 3200, 3199], np.arange(6000)[::-7], [], np.arange(1590, 1610)):
+        idx = np.asarray(idx, dtype=np.int64)
+        got = sharded.rows(idx)
+        assert got.dtype == np.float32 and got.shape == (len(idx), 400)
+        assert got.tobytes() == want[idx].tobytes()
+    starts = [a for a, _ in sharded.chunks(500)]
+    assert starts[:5] == [0, 500, 1000, 1500, 1600]
+    np.testing.assert_array_equal(np.concatenate([b for _, b in sharded.chunks(500)]), want)
+    rows = np.sort(np.random.default_rng(3).choice(6000, 2500, replace=False))  # the probes' normalised blocks
+    cols = np.r_[300:400, 0:10]
+    mean, scale = (v[cols] for v in column_stats(want, rows))
+    np.testing.assert_array_equal(standardize(sharded, mean, scale, rows=rows, cols=cols),
+                                  standardize(want, mean, scale, rows=rows, cols=cols))
 
 
 def test_both_stores_are_feature_sources_with_one_answer(stored):

@@ -65,6 +65,11 @@ def test_take_copies_bit_for_bit():
                 assert got.flags.c_contiguous and got.dtype == A.dtype
                 assert got.tobytes() == np.ascontiguousarray(want).tobytes()  # -0.0, NaN, Inf as they were
     assert take_rows(X, rows).tobytes() == X[rows].tobytes()
+    for A in (X, X.astype(np.float64)):  # into a given buffer, which is checked
+        buffer = np.empty((len(rows), 50), A.dtype)
+        assert take(A, rows, out=buffer) is buffer and buffer.tobytes() == A[rows].tobytes()
+    with pytest.raises(ValueError, match=r"out must be a C-contiguous float32 array of shape \(5, 50\)"):
+        take(X, rows, out=np.empty((5, 50), np.float64))
 
 
 def test_column_moments_equal_float64_and_name_the_row_of_a_nan():
