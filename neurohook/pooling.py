@@ -114,6 +114,29 @@ def _moments(x: Tensor, start: int, stop: int, step: int, dtype: torch.dtype, ne
     return acc
 
 
+def _compiled_moments(x: Tensor, count: Tensor, dtype: torch.dtype) -> BatchMoments | None:
+    """Count, mean and M2 of CPU float32 frames x (B, T, *F) by the compiled kernel
+    (``neurohook._core.frame_moments``: one read of each value, the corrected two-pass algorithm in
+    float64 per unit, on torch's thread count), or None where it does not apply (another device or
+    dtype; neither time nor the flattened units at unit stride). On sre-cnn's conv outputs
+    (B, C, T) it makes the Recorder's pooling the kernel's single pass instead of six tensor passes."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or dtype not in (torch.float32, torch.float64):
+        return None
+    from neurohook.ranking import _core  # the checked import of the compiled core
+
+    try:
+        flat = x.detach().view(x.shape[0], x.shape[1], -1)  # units flattened, never copied
+    except RuntimeError:
+        return None
+    frames, units = flat.shape[1], flat.shape[2]
+    if not (frames <= 1 or units <= 1 or 1 in flat.stride()[1:]):
+        return None
+    mean, m2 = _core.frame_moments(flat.numpy(), count.numpy(), torch.get_num_threads())
+    shape = (x.shape[0],) + tuple(x.shape[2:])
+    return BatchMoments(count=count, mean=torch.from_numpy(mean).to(dtype).reshape(shape),
+                        m2=torch.from_numpy(m2).to(dtype).reshape(shape))
+
+
 def batch_moments(
     x: Tensor,
     lengths: Tensor | None,
@@ -127,8 +150,9 @@ def batch_moments(
 ) -> BatchMoments:
     """Masked count/mean/M2/max/min over time of frames x (B, T, *F); lengths (B,) or None (all valid).
 
-    Mean and M2 by the corrected two-pass algorithm (:func:`_chunk_moments`), so large activation
-    offsets (e.g. mean 1e4) keep full relative accuracy in float32. The frames every item has are
+    Mean and M2 by the corrected two-pass algorithm, so large activation offsets (e.g. mean 1e4) keep
+    full relative accuracy: on CPU float32 frames by the compiled kernel (:func:`_compiled_moments`,
+    float64 inside, no transient copy), elsewhere by tensor operations (:func:`_chunk_moments`). The frames every item has are
     reduced without a mask; only the frames past the shortest item's length are masked; merged exactly.
     Frames go ``chunk_elements`` elements at a time (their deviations from the mean, and any
     conversion to ``dtype``, are the only transient copies), so transient memory does not grow with T.
@@ -153,7 +177,10 @@ def batch_moments(
         xc = x[:, start:stop].to(dtype)
         return xc, (_time_mask(count, start, stop, n_feat) if masked else None)
 
-    if need_mean or need_m2:
+    compiled = _compiled_moments(x, count, dtype) if need_mean or need_m2 else None
+    if compiled is not None:
+        out.mean, out.m2 = compiled.mean, compiled.m2 if need_m2 else None
+    elif need_mean or need_m2:
         lo = int(count.min()) if masked else frames  # every item has frames [0, lo)
         # chunks of ``step`` frames bound the transient copies (deviations; conversion to dtype)
         acc = _moments(x, 0, lo, step, dtype, need_m2)

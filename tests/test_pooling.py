@@ -163,3 +163,53 @@ def test_storage_grows_and_keeps_rows() -> None:
 def test_unknown_pooling_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown pooling 'median'"):
         RunningPool("median")
+
+
+def conv_like(lengths: list[int], channels: int = 5, seed: int = 6) -> torch.Tensor:
+    """Frames (B, T, C) as a conv layer's (B, C, T) output permuted: time at unit stride."""
+    x = padded_batch(lengths, dim=channels, offset=50.0, seed=seed)
+    return x.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+LAYOUTS = {
+    "units contiguous (B, T, D)": lambda lengths: padded_batch(lengths, dim=7, offset=50.0, seed=5),
+    "time contiguous (conv (B, C, T))": conv_like,
+    "conv2d (B, C, F, T) as (B, T, C, F)": lambda lengths: conv_like(lengths, channels=12).reshape(
+        len(lengths), max(lengths), 3, 4),
+    "no unit stride (tensor path)": lambda lengths: padded_batch(lengths, dim=14, offset=50.0, seed=7)[:, :, ::2],
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("path", ["default", "tensor operations"])
+def test_compiled_and_tensor_paths_match_reference_in_every_layout(layout: str, path: str, monkeypatch) -> None:
+    import neurohook.pooling as pooling
+
+    if path == "tensor operations":  # the path CUDA and half-precision frames take
+        monkeypatch.setattr(pooling, "_compiled_moments", lambda *args: None)
+    lengths = [33, 1, 0, 20]
+    x = LAYOUTS[layout](lengths)
+    got = pool_frames(x, torch.tensor(lengths), "stats")
+    ref = reference(x[[0, 1, 3]], [33, 1, 20], "stats")
+    assert rel_err(got[[0, 1, 3]], ref) <= 1e-6
+    assert torch.all(got[2] == 0)  # no frames: zeros, not NaN
+
+
+def test_compiled_kernel_is_used_where_it_applies_and_thread_count_does_not_change_it() -> None:
+    from neurohook import pooling
+    from neurohook.ranking import _core
+
+    lengths = [40, 17]
+    count = torch.tensor(lengths)
+    for x in (padded_batch(lengths, dim=600), conv_like(lengths, channels=600)):
+        assert pooling._compiled_moments(x, count, torch.float32) is not None
+        one = _core.frame_moments(x.numpy(), count.numpy(), 1)
+        two = _core.frame_moments(x.numpy(), count.numpy(), 2)
+        assert all(np.array_equal(a, b) for a, b in zip(one, two))
+    half = padded_batch(lengths).half()
+    assert pooling._compiled_moments(half, count, torch.float32) is None
+    assert pooling._compiled_moments(padded_batch(lengths)[:, :, ::2], count, torch.float32) is None
+    with pytest.raises(TypeError, match="unit stride on time or on units"):
+        _core.frame_moments(padded_batch(lengths).numpy()[:, ::2, ::2], count.numpy())
+    with pytest.raises(ValueError, match=r"count\[0\] = 41 is out of range"):
+        _core.frame_moments(padded_batch(lengths).numpy(), np.array([41, 0]))
