@@ -2,12 +2,41 @@
 
 #include "parallel.hpp"
 
+
 #include <algorithm>
 #include <vector>
 
 namespace nh {
 
 namespace {
+
+// Sums run in float32 (vectorised at the baseline instruction set: `omp simd` reductions, compiled with
+// -fopenmp-simd, no OpenMP runtime) over blocks of kBlock frames, each block's sum then added in float64:
+// the values read once, the accuracy of a pairwise sum.
+constexpr int64_t kBlock = 128;
+
+// Sum of x[0..n) and, with mu given, the sums of (x - mu) and (x - mu)^2.
+void row_sums(const float* x, int64_t n, double& s, const float* mu, double& d1, double& d2) {
+    for (int64_t a = 0; a < n; a += kBlock) {
+        const int64_t b = std::min(n, a + kBlock);
+        float l0 = 0.0f, l1 = 0.0f, l2 = 0.0f;
+        if (mu == nullptr) {
+#pragma omp simd reduction(+ : l0)
+            for (int64_t t = a; t < b; ++t) l0 += x[t];
+        } else {
+            const float m = *mu;
+#pragma omp simd reduction(+ : l1, l2)
+            for (int64_t t = a; t < b; ++t) {
+                const float d = x[t] - m;
+                l1 += d;
+                l2 += d * d;
+            }
+        }
+        s += l0;
+        d1 += l1;
+        d2 += l2;
+    }
+}
 
 // One unit's frames are contiguous (time stride 1, e.g. a conv output (B, C, T) seen as (B, T, C)): both
 // passes over the same n values, the second from cache.
@@ -16,55 +45,55 @@ void time_contiguous(const float* x, int64_t n, double* mean, double* m2) {
         *mean = *m2 = 0.0;
         return;
     }
-    double s[4] = {0.0, 0.0, 0.0, 0.0};
-    int64_t t = 0;
-    for (; t + 4 <= n; t += 4)
-        for (int k = 0; k < 4; ++k) s[k] += x[t + k];
-    for (; t < n; ++t) s[0] += x[t];
-    const double mu = ((s[0] + s[1]) + (s[2] + s[3])) / static_cast<double>(n);
-    double d1[4] = {0.0, 0.0, 0.0, 0.0}, d2[4] = {0.0, 0.0, 0.0, 0.0};
-    t = 0;
-    for (; t + 4 <= n; t += 4)
-        for (int k = 0; k < 4; ++k) {
-            const double d = x[t + k] - mu;
-            d1[k] += d;
-            d2[k] += d * d;
-        }
-    for (; t < n; ++t) {
-        const double d = x[t] - mu;
-        d1[0] += d;
-        d2[0] += d * d;
-    }
-    const double shift = (d1[0] + d1[1]) + (d1[2] + d1[3]);
-    *mean = mu + shift / static_cast<double>(n);
-    *m2 = std::max(0.0, ((d2[0] + d2[1]) + (d2[2] + d2[3])) - shift * shift / static_cast<double>(n));
+    double s = 0.0, d1 = 0.0, d2 = 0.0, unused = 0.0;
+    row_sums(x, n, s, nullptr, unused, unused);
+    const float mu = static_cast<float>(s / static_cast<double>(n));
+    row_sums(x, n, unused, &mu, d1, d2);
+    *mean = mu + d1 / static_cast<double>(n);
+    *m2 = std::max(0.0, d2 - d1 * d1 / static_cast<double>(n));
 }
 
 // Units [f0, f1) of one item whose frames are rows of contiguous units (unit stride 1, e.g. a
 // transformer's (B, T, D)): a pass for the means, a pass for the deviations, over that column band.
+// acc holds 3 * (f1 - f0) floats of scratch.
 void unit_contiguous(const float* x, int64_t n, int64_t st, int64_t f0, int64_t f1, double* mean, double* m2,
-                     std::vector<double>& shift) {
+                     std::vector<float>& acc) {
     const int64_t w = f1 - f0;
     std::fill(mean + f0, mean + f1, 0.0);
     std::fill(m2 + f0, m2 + f1, 0.0);
     if (n <= 0) return;
-    for (int64_t t = 0; t < n; ++t) {
-        const float* row = x + t * st + f0;
-        for (int64_t j = 0; j < w; ++j) mean[f0 + j] += row[j];
+    acc.assign(3 * static_cast<std::size_t>(w), 0.0f);
+    float* a0 = acc.data();
+    float* a1 = a0 + w;
+    float* a2 = a1 + w;
+    std::vector<double> shift(static_cast<std::size_t>(w), 0.0);
+    for (int64_t a = 0; a < n; a += kBlock) {  // means
+        std::fill(a0, a0 + w, 0.0f);
+        for (int64_t t = a; t < std::min(n, a + kBlock); ++t) {
+            const float* row = x + t * st + f0;
+            for (int64_t j = 0; j < w; ++j) a0[j] += row[j];
+        }
+        for (int64_t j = 0; j < w; ++j) mean[f0 + j] += a0[j];
     }
-    for (int64_t j = 0; j < w; ++j) mean[f0 + j] /= static_cast<double>(n);
-    shift.assign(static_cast<std::size_t>(w), 0.0);
-    for (int64_t t = 0; t < n; ++t) {
-        const float* row = x + t * st + f0;
+    for (int64_t j = 0; j < w; ++j) a0[j] = static_cast<float>(mean[f0 + j] / static_cast<double>(n));
+    for (int64_t a = 0; a < n; a += kBlock) {  // deviations from the float32 means
+        std::fill(a1, a2 + w, 0.0f);
+        for (int64_t t = a; t < std::min(n, a + kBlock); ++t) {
+            const float* row = x + t * st + f0;
+            for (int64_t j = 0; j < w; ++j) {
+                const float d = row[j] - a0[j];
+                a1[j] += d;
+                a2[j] += d * d;
+            }
+        }
         for (int64_t j = 0; j < w; ++j) {
-            const double d = row[j] - mean[f0 + j];
-            shift[j] += d;
-            m2[f0 + j] += d * d;
+            shift[j] += a1[j];
+            m2[f0 + j] += a2[j];
         }
     }
     for (int64_t j = 0; j < w; ++j) {
         const double s = shift[j];
-        mean[f0 + j] += s / static_cast<double>(n);
+        mean[f0 + j] = a0[j] + s / static_cast<double>(n);
         m2[f0 + j] = std::max(0.0, m2[f0 + j] - s * s / static_cast<double>(n));
     }
 }
@@ -73,7 +102,7 @@ void unit_contiguous(const float* x, int64_t n, int64_t st, int64_t f0, int64_t 
 
 void frame_moments(const float* X, int64_t B, int64_t T, int64_t F, int64_t sb, int64_t st, int64_t sf,
                    const int64_t* count, double* mean, double* m2, int threads) {
-    if (st == 1) {  // one task per (item, unit)
+    if (sf != 1) {  // time at unit stride (units not): one task per (item, unit)
         parallel_for(static_cast<std::size_t>(B * F), static_cast<double>(T), 1 << 16, threads,
                      [&](std::size_t begin, std::size_t end, std::size_t) {
                          for (std::size_t i = begin; i < end; ++i) {
@@ -83,15 +112,16 @@ void frame_moments(const float* X, int64_t B, int64_t T, int64_t F, int64_t sb, 
                      });
         return;
     }
-    // sf == 1: one task per (item, band of 256 units), so a band's frames stay in cache between passes
+    // units at unit stride (also when T is 1: rows of units): one task per (item, band of 256 units), so a
+    // band's frames stay in cache between passes
     const int64_t band = 256, bands = (F + band - 1) / band;
     parallel_for(static_cast<std::size_t>(B * bands), static_cast<double>(T * band), 1 << 16, threads,
                  [&](std::size_t begin, std::size_t end, std::size_t) {
-                     std::vector<double> shift;
+                     std::vector<float> acc;
                      for (std::size_t i = begin; i < end; ++i) {
                          const int64_t b = static_cast<int64_t>(i) / bands, f0 = (static_cast<int64_t>(i) % bands) * band;
                          unit_contiguous(X + b * sb, count[b], st, f0, std::min(F, f0 + band), mean + b * F,
-                                         m2 + b * F, shift);
+                                         m2 + b * F, acc);
                      }
                  });
 }

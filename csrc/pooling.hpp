@@ -7,7 +7,8 @@
 
 namespace nh {
 
-// X is (B, T, F) float32 at element strides (sb, st, sf) with st == 1 or sf == 1; count (B,) in [0, T].
+// X is (B, T, F) float32 at element strides (sb, st, sf) with st == 1 or sf == 1 (sf == 1 is taken
+// first); count (B,) in [0, T].
 // For every item b and unit f, over the frames t < count[b]: mean[b, f] and m2[b, f] = sum of squared
 // deviations from it, by the corrected two-pass algorithm in float64 (out: (B, F) row-major each;
 // items without frames get 0, 0). Every output is computed by one thread in a fixed order, so the

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from neurohook.ranking import _core  # the checked import of the compiled core
+
 __all__ = [
     "POOLINGS",
     "STATISTICS",
@@ -116,14 +118,15 @@ def _moments(x: Tensor, start: int, stop: int, step: int, dtype: torch.dtype, ne
 
 def _compiled_moments(x: Tensor, count: Tensor, dtype: torch.dtype) -> BatchMoments | None:
     """Count, mean and M2 of CPU float32 frames x (B, T, *F) by the compiled kernel
-    (``neurohook._core.frame_moments``: one read of each value, the corrected two-pass algorithm in
-    float64 per unit, on torch's thread count), or None where it does not apply (another device or
-    dtype; neither time nor the flattened units at unit stride). On sre-cnn's conv outputs
-    (B, C, T) it makes the Recorder's pooling the kernel's single pass instead of six tensor passes."""
+    (``neurohook._core.frame_moments``: each value read once from memory, the corrected two-pass
+    algorithm per unit, float32 sums over blocks of 128 frames added in float64), or None where it
+    does not apply (another device or dtype; neither time nor the flattened units at unit stride).
+    On sre-cnn's conv outputs (B, C, T) it replaces six tensor passes (benchmarks/bench_extract.py).
+    One thread: a layer's output is pooled right after the layer ran, while torch's own threads
+    still spin, and a second kernel thread gained nothing there (2.5 ms for a (8, 1000, 397)
+    conv output with 1 or 2 threads; the same data read by torch's sum and sum of squares: 2.6 ms)."""
     if x.device.type != "cpu" or x.dtype != torch.float32 or dtype not in (torch.float32, torch.float64):
         return None
-    from neurohook.ranking import _core  # the checked import of the compiled core
-
     try:
         flat = x.detach().view(x.shape[0], x.shape[1], -1)  # units flattened, never copied
     except RuntimeError:
@@ -131,7 +134,7 @@ def _compiled_moments(x: Tensor, count: Tensor, dtype: torch.dtype) -> BatchMome
     frames, units = flat.shape[1], flat.shape[2]
     if not (frames <= 1 or units <= 1 or 1 in flat.stride()[1:]):
         return None
-    mean, m2 = _core.frame_moments(flat.numpy(), count.numpy(), torch.get_num_threads())
+    mean, m2 = _core.frame_moments(flat.numpy(), count.numpy(), 1)  # one thread: see above
     shape = (x.shape[0],) + tuple(x.shape[2:])
     return BatchMoments(count=count, mean=torch.from_numpy(mean).to(dtype).reshape(shape),
                         m2=torch.from_numpy(m2).to(dtype).reshape(shape))
@@ -170,6 +173,10 @@ def batch_moments(
     per_frame = max(1, batch * math.prod(feat_shape))
     step = max(1, chunk_elements // per_frame)
     out = BatchMoments(count=count)
+    compiled = _compiled_moments(x, count, dtype) if (need_mean or need_m2) and not (need_max or need_min) else None
+    if compiled is not None:
+        out.mean, out.m2 = compiled.mean, compiled.m2 if need_m2 else None
+        return out
     masked = lengths is not None and bool((count < frames).any())
 
     def chunk(start: int, stop: int) -> tuple[Tensor, Tensor | None]:
@@ -177,10 +184,7 @@ def batch_moments(
         xc = x[:, start:stop].to(dtype)
         return xc, (_time_mask(count, start, stop, n_feat) if masked else None)
 
-    compiled = _compiled_moments(x, count, dtype) if need_mean or need_m2 else None
-    if compiled is not None:
-        out.mean, out.m2 = compiled.mean, compiled.m2 if need_m2 else None
-    elif need_mean or need_m2:
+    if need_mean or need_m2:
         lo = int(count.min()) if masked else frames  # every item has frames [0, lo)
         # chunks of ``step`` frames bound the transient copies (deviations; conversion to dtype)
         acc = _moments(x, 0, lo, step, dtype, need_m2)
@@ -364,7 +368,10 @@ class RunningPool:
             raise ValueError(
                 f"neuron shape changed between calls: {self.feature_shape} then {tuple(x.shape[2:])}"
             )
-        part = batch_moments(x, lengths, dtype=self.dtype, chunk_elements=self.chunk_elements, **self._needs())
+        if self.pooling == "none" and x.shape[1] == 1 and lengths is None:  # (B, D) outputs: the values themselves
+            part = BatchMoments(count=torch.ones(x.shape[0], dtype=torch.int64, device=x.device), mean=x[:, 0].to(self.dtype))
+        else:
+            part = batch_moments(x, lengths, dtype=self.dtype, chunk_elements=self.chunk_elements, **self._needs())
         if x.device != self.device:  # e.g. DataParallel replicas: merge on the storage device
             part = BatchMoments(
                 **{
@@ -376,13 +383,16 @@ class RunningPool:
         self._reserve(int(slots.max()) + 1 if slots.numel() else 0)
         state = self._state
         assert state is not None
-        old = BatchMoments(
-            **{
-                k: (None if getattr(state, k) is None else getattr(state, k).index_select(0, slots))
-                for k in ("count", "mean", "m2", "max", "min")
-            }
-        )
-        new = merge_moments(old, part)
+        if slots.device.type == "cpu" and not bool(state.count.index_select(0, slots).any()):
+            new = part  # rows not seen before: the merge with the identity would return part exactly
+        else:
+            old = BatchMoments(
+                **{
+                    k: (None if getattr(state, k) is None else getattr(state, k).index_select(0, slots))
+                    for k in ("count", "mean", "m2", "max", "min")
+                }
+            )
+            new = merge_moments(old, part)
         for k in ("count", "mean", "m2", "max", "min"):
             if getattr(state, k) is not None:
                 getattr(state, k).index_copy_(0, slots, getattr(new, k))
