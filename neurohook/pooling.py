@@ -383,7 +383,7 @@ class RunningPool:
         self._reserve(int(slots.max()) + 1 if slots.numel() else 0)
         state = self._state
         assert state is not None
-        if slots.device.type == "cpu" and not bool(state.count.index_select(0, slots).any()):
+        if slots.device.type == "cpu" and not state.count.numpy()[slots.numpy()].any():
             new = part  # rows not seen before: the merge with the identity would return part exactly
         else:
             old = BatchMoments(
