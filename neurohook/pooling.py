@@ -154,11 +154,12 @@ def batch_moments(
     """Masked count/mean/M2/max/min over time of frames x (B, T, *F); lengths (B,) or None (all valid).
 
     Mean and M2 by the corrected two-pass algorithm, so large activation offsets (e.g. mean 1e4) keep
-    full relative accuracy: on CPU float32 frames by the compiled kernel (:func:`_compiled_moments`,
-    float64 inside, no transient copy), elsewhere by tensor operations (:func:`_chunk_moments`). The frames every item has are
-    reduced without a mask; only the frames past the shortest item's length are masked; merged exactly.
-    Frames go ``chunk_elements`` elements at a time (their deviations from the mean, and any
-    conversion to ``dtype``, are the only transient copies), so transient memory does not grow with T.
+    full relative accuracy. CPU float32 frames go to the compiled kernel (:func:`_compiled_moments`:
+    no transient copy). Elsewhere (CUDA, half precision, other strides) tensor operations
+    (:func:`_chunk_moments`) reduce the frames every item has without a mask and mask only the frames
+    past the shortest item's length, merged exactly, ``chunk_elements`` elements at a time (their
+    deviations and any conversion to ``dtype`` are the only transient copies), so transient memory does
+    not grow with T.
     """
     if x.dim() < 2:
         raise ValueError(f"expected frames of shape (B, T, *F), got {tuple(x.shape)}")
