@@ -11,13 +11,15 @@ trains, with its test accuracy beside neurohook's ALL probe of that seed.
 With ``--sharded`` the two feature sets are written as safetensors shards and the study runs from
 ``ShardedFeatures`` in a fresh process (values read on demand, never loaded: its own peak RSS),
 beside the same study after NumPy loads every shard (``ShardedFeatures.load()``), the obvious way.
-Usage: python benchmarks/bench_study.py [--quick] [--n 40000] [--scale 1.0] [--seeds 5] [--sharded [--no-reference]]
+Usage: python benchmarks/bench_study.py [--quick] [--n 40000] [--scale 1.0] [--seeds 5]
+       [--sharded [--no-reference] [--memory-cap GB]]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -111,6 +113,38 @@ class MemorySampler:
         return {k: round(v / 1e9, 2) for k, v in self.peak.items()}
 
 
+def drop_cached(root: Path) -> None:
+    """Write the shards under root to disk and drop them from the page cache (POSIX_FADV_DONTNEED), so
+    that a capped child process reads them from disk and its memory cgroup is charged for what it maps."""
+    for path in root.rglob("*.safetensors"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def memory_cgroup(cap_gb: float) -> Path:
+    """A new memory cgroup (v2, or v1's memory controller) limited to cap_gb of resident memory,
+    page cache included (Linux; needs write access to /sys/fs/cgroup, e.g. root in a container)."""
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    parent = Path("/sys/fs/cgroup") if v2 else Path("/sys/fs/cgroup/memory")
+    group = parent / f"neurohook-bench-{os.getpid()}"
+    try:
+        group.mkdir()
+        (group / ("memory.max" if v2 else "memory.limit_in_bytes")).write_text(str(int(cap_gb * 1e9)))
+    except OSError as error:
+        sys.exit(f"bench_study: --memory-cap needs a writable memory cgroup under {parent}: {error}")
+    return group
+
+
+def cgroup_peak(group: Path) -> float:
+    """The cgroup's peak memory (resident + page cache) in GB."""
+    name = "memory.peak" if (group / "memory.peak").exists() else "memory.max_usage_in_bytes"
+    return round(int((group / name).read_text()) / 1e9, 2)
+
+
 def study_from_shards(root: Path, seeds: int) -> dict:
     """Run in a fresh process: the study of every task from ShardedFeatures, its time and peak RSS."""
     from neurohook.shards import ShardedFeatures
@@ -134,9 +168,11 @@ def study_from_shards(root: Path, seeds: int) -> dict:
     return out
 
 
-def sharded(n: int, scale: float, seeds: int, reference: bool = True) -> dict:
+def sharded(n: int, scale: float, seeds: int, reference: bool = True, cap_gb: float | None = None) -> dict:
     """The study from shards (a fresh process) beside NumPy load-everything (this process; skipped
-    without ``reference``: at N = 150,000 the two sets alone take 13.4 GB of this machine's 24)."""
+    without ``reference``: at N = 150,000 the two sets alone take 13.4 GB of this machine's 24). With
+    ``cap_gb`` the child runs in a memory cgroup of that size (resident memory and page cache together)
+    after the shards were dropped from the page cache: the study must then work within the cap."""
     from neurohook.shards import ShardedFeatures
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,11 +183,24 @@ def sharded(n: int, scale: float, seeds: int, reference: bool = True) -> dict:
         del feats  # one set in memory at a time (6.7 GB each at N = 150,000)
         write_shards(features(n, scale, seed=1)[0], root / "rinit")
         np.savez(root / "labels.npz", speakers=speakers, **tasks)
+        group = None
+        if cap_gb is not None:
+            drop_cached(root)
+            group = memory_cgroup(cap_gb)
         t0 = time.perf_counter()
-        child = subprocess.run([sys.executable, __file__, "--from-shards", str(root), "--seeds", str(seeds)],
-                               capture_output=True, text=True, check=True)
-        from_shards = json.loads(child.stdout.strip().splitlines()[-1])
-        from_shards["process_s"] = round(time.perf_counter() - t0, 1)
+        try:
+            child = subprocess.run(
+                [sys.executable, __file__, "--from-shards", str(root), "--seeds", str(seeds)], capture_output=True,
+                text=True, check=True,
+                preexec_fn=None if group is None else lambda: (group / "cgroup.procs").write_text(str(os.getpid())))
+            from_shards = json.loads(child.stdout.strip().splitlines()[-1])
+            from_shards["process_s"] = round(time.perf_counter() - t0, 1)
+            if group is not None:
+                from_shards["memory_cap_gb"] = cap_gb
+                from_shards["cgroup_peak_gb"] = cgroup_peak(group)
+        finally:
+            if group is not None:
+                group.rmdir()
         disk = sum(p.stat().st_size for p in root.rglob("*.safetensors"))
         head = {"n": n, "neurons": int(ShardedFeatures.open(root / "features").shape[1]), "seeds": seeds,
                 "feature_matrix_gb": round(matrix / 1e9, 3), "shards_on_disk_gb": round(disk / 1e9, 3),
@@ -183,6 +232,8 @@ def main() -> None:
         p.add_argument("--sk-rows", type=int, default=5000, help="training rows of the scikit-learn reference")
         p.add_argument("--sharded", action="store_true", help="the study from shards beside NumPy load-everything")
         p.add_argument("--no-reference", action="store_true", help="--sharded without NumPy load-everything")
+        p.add_argument("--memory-cap", type=float, metavar="GB",
+                       help="--sharded: run the study in a memory cgroup of GB (page cache included; Linux, root)")
         p.add_argument("--from-shards", type=Path, help=argparse.SUPPRESS)  # the child process
 
     args = parse_args(__doc__, extra)
@@ -191,7 +242,7 @@ def main() -> None:
         return
     n, scale, seeds = (4000, 0.1, 2) if args.quick else (args.n, args.scale, args.seeds)
     if args.sharded:
-        emit("study_sharded", sharded(n, scale, seeds, reference=not args.no_reference))
+        emit("study_sharded", sharded(n, scale, seeds, reference=not args.no_reference, cap_gb=args.memory_cap))
         return
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the interpreter, numpy, torch
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
