@@ -366,7 +366,6 @@ py::tuple column_moments(const py::array& X, const py::array& rows) {
     return py::make_tuple(mean, m2);
 }
 
-
 // Checked: X (B, T, F) float32 with non-negative strides and unit stride on time or on units (read-only
 // allowed; a permuted torch view as it is), count (B,) integers in [0, T]; threads <= 0: num_threads().
 py::tuple frame_moments(const py::array& X, const py::array& count, int threads) {

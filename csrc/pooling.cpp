@@ -2,7 +2,6 @@
 
 #include "parallel.hpp"
 
-
 #include <algorithm>
 #include <vector>
 
@@ -55,7 +54,7 @@ void time_contiguous(const float* x, int64_t n, double* mean, double* m2) {
 
 // Units [f0, f1) of one item whose frames are rows of contiguous units (unit stride 1, e.g. a
 // transformer's (B, T, D)): a pass for the means, a pass for the deviations, over that column band.
-// acc holds 3 * (f1 - f0) floats of scratch.
+// acc: scratch, resized to 3 * (f1 - f0) floats.
 void unit_contiguous(const float* x, int64_t n, int64_t st, int64_t f0, int64_t f1, double* mean, double* m2,
                      std::vector<float>& acc) {
     const int64_t w = f1 - f0;

@@ -116,8 +116,9 @@ def _moments(x: Tensor, start: int, stop: int, step: int, dtype: torch.dtype, ne
     return acc
 
 
-def _compiled_moments(x: Tensor, count: Tensor, dtype: torch.dtype) -> BatchMoments | None:
-    """Count, mean and M2 of CPU float32 frames x (B, T, *F) by the compiled kernel
+def _compiled_moments(x: Tensor, count: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor] | None:
+    """Mean and M2 (B, *F) in ``dtype`` of CPU float32 frames x (B, T, *F), the first ``count`` (B,) frames
+    of each item, by the compiled kernel
     (``neurohook._core.frame_moments``: each value read once from memory, the corrected two-pass
     algorithm per unit, float32 sums over blocks of 128 frames added in float64), or None where it
     does not apply (another device or dtype; neither time nor the flattened units at unit stride).
@@ -136,8 +137,7 @@ def _compiled_moments(x: Tensor, count: Tensor, dtype: torch.dtype) -> BatchMome
         return None
     mean, m2 = _core.frame_moments(flat.numpy(), count.numpy(), 1)  # one thread: see above
     shape = (x.shape[0],) + tuple(x.shape[2:])
-    return BatchMoments(count=count, mean=torch.from_numpy(mean).to(dtype).reshape(shape),
-                        m2=torch.from_numpy(m2).to(dtype).reshape(shape))
+    return torch.from_numpy(mean).to(dtype).reshape(shape), torch.from_numpy(m2).to(dtype).reshape(shape)
 
 
 def batch_moments(
@@ -176,7 +176,7 @@ def batch_moments(
     out = BatchMoments(count=count)
     compiled = _compiled_moments(x, count, dtype) if (need_mean or need_m2) and not (need_max or need_min) else None
     if compiled is not None:
-        out.mean, out.m2 = compiled.mean, compiled.m2 if need_m2 else None
+        out.mean, out.m2 = compiled[0], compiled[1] if need_m2 else None
         return out
     masked = lengths is not None and bool((count < frames).any())
 
@@ -369,10 +369,7 @@ class RunningPool:
             raise ValueError(
                 f"neuron shape changed between calls: {self.feature_shape} then {tuple(x.shape[2:])}"
             )
-        if self.pooling == "none" and x.shape[1] == 1 and lengths is None:  # (B, D) outputs: the values themselves
-            part = BatchMoments(count=torch.ones(x.shape[0], dtype=torch.int64, device=x.device), mean=x[:, 0].to(self.dtype))
-        else:
-            part = batch_moments(x, lengths, dtype=self.dtype, chunk_elements=self.chunk_elements, **self._needs())
+        part = batch_moments(x, lengths, dtype=self.dtype, chunk_elements=self.chunk_elements, **self._needs())
         if x.device != self.device:  # e.g. DataParallel replicas: merge on the storage device
             part = BatchMoments(
                 **{
