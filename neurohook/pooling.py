@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 import torch
 from torch import Tensor
 
@@ -116,17 +118,17 @@ def _moments(x: Tensor, start: int, stop: int, step: int, dtype: torch.dtype, ne
     return acc
 
 
-def _compiled_moments(x: Tensor, count: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor] | None:
-    """Mean and M2 (B, *F) in ``dtype`` of CPU float32 frames x (B, T, *F), the first ``count`` (B,) frames
-    of each item, by the compiled kernel
-    (``neurohook._core.frame_moments``: each value read once from memory, the corrected two-pass
-    algorithm per unit, float32 sums over blocks of 128 frames added in float64), or None where it
-    does not apply (another device or dtype; neither time nor the flattened units at unit stride).
-    On sre-cnn's conv outputs (B, C, T) it replaces six tensor passes (benchmarks/bench_extract.py).
-    One thread: a layer's output is pooled right after the layer ran, while torch's own threads
-    still spin, and a second kernel thread gained nothing there (2.5 ms for a (8, 1000, 397)
-    conv output with 1 or 2 threads; the same data read by torch's sum and sum of squares: 2.6 ms)."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or dtype not in (torch.float32, torch.float64):
+def _compiled_moments(x: Tensor, count: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Mean and M2 (B, prod(F)) float64 of CPU float32 frames x (B, T, *F), the first ``count`` (B,) int64
+    frames of each item, by the compiled kernel (``neurohook._core.frame_moments``: each value read once
+    from memory, the corrected two-pass algorithm per unit, float32 sums over blocks of 128 frames added
+    in float64), or None where it does not apply (another device or dtype; neither time nor the
+    flattened units at unit stride). On sre-cnn's conv outputs (B, C, T) it replaces six tensor passes
+    (benchmarks/bench_extract.py). One thread: a layer's output is pooled right after the layer ran,
+    while torch's own threads still spin, and a second kernel thread gained nothing there (2.5 ms for a
+    (8, 1000, 397) conv output with 1 or 2 threads; the same data read by torch's sum and sum of
+    squares: 2.6 ms)."""
+    if x.device.type != "cpu" or x.dtype != torch.float32:
         return None
     try:
         flat = x.detach().view(x.shape[0], x.shape[1], -1)  # units flattened, never copied
@@ -135,9 +137,7 @@ def _compiled_moments(x: Tensor, count: Tensor, dtype: torch.dtype) -> tuple[Ten
     frames, units = flat.shape[1], flat.shape[2]
     if not (frames <= 1 or units <= 1 or 1 in flat.stride()[1:]):
         return None
-    mean, m2 = _core.frame_moments(flat.numpy(), count.numpy(), 1)  # one thread: see above
-    shape = (x.shape[0],) + tuple(x.shape[2:])
-    return torch.from_numpy(mean).to(dtype).reshape(shape), torch.from_numpy(m2).to(dtype).reshape(shape)
+    return _core.frame_moments(flat.numpy(), np.asarray(count, dtype=np.int64), 1)  # one thread: see above
 
 
 def batch_moments(
@@ -174,9 +174,13 @@ def batch_moments(
     per_frame = max(1, batch * math.prod(feat_shape))
     step = max(1, chunk_elements // per_frame)
     out = BatchMoments(count=count)
-    compiled = _compiled_moments(x, count, dtype) if (need_mean or need_m2) and not (need_max or need_min) else None
+    compiled = None
+    if (need_mean or need_m2) and not (need_max or need_min) and dtype in (torch.float32, torch.float64):
+        compiled = _compiled_moments(x, count)
     if compiled is not None:
-        out.mean, out.m2 = compiled[0], compiled[1] if need_m2 else None
+        shape = (batch,) + feat_shape
+        out.mean = torch.from_numpy(compiled[0]).to(dtype).reshape(shape)
+        out.m2 = torch.from_numpy(compiled[1]).to(dtype).reshape(shape) if need_m2 else None
         return out
     masked = lengths is not None and bool((count < frames).any())
 
@@ -360,7 +364,7 @@ class RunningPool:
         )
 
     def update(self, x: Tensor, lengths: Tensor | None, slots: Tensor) -> None:
-        """Add frames x (B, T, *F) with valid lengths (B,) or None to rows ``slots`` (B,) int64."""
+        """Add frames x (B, T, *F) with valid lengths (B,) or None to rows ``slots`` (B,) int64, distinct."""
         x = x.detach()
         if self.feature_shape is None:
             self.feature_shape = tuple(x.shape[2:])
@@ -369,6 +373,10 @@ class RunningPool:
             raise ValueError(
                 f"neuron shape changed between calls: {self.feature_shape} then {tuple(x.shape[2:])}"
             )
+        slots = slots.to(self.device)
+        self._reserve(int(slots.max()) + 1 if slots.numel() else 0)
+        if self._store_new_rows(x, lengths, slots):
+            return
         part = batch_moments(x, lengths, dtype=self.dtype, chunk_elements=self.chunk_elements, **self._needs())
         if x.device != self.device:  # e.g. DataParallel replicas: merge on the storage device
             part = BatchMoments(
@@ -377,23 +385,45 @@ class RunningPool:
                     for k in ("count", "mean", "m2", "max", "min")
                 }
             )
-        slots = slots.to(self.device)
-        self._reserve(int(slots.max()) + 1 if slots.numel() else 0)
         state = self._state
         assert state is not None
-        if slots.device.type == "cpu" and not state.count.numpy()[slots.numpy()].any():
-            new = part  # rows not seen before: the merge with the identity would return part exactly
-        else:
-            old = BatchMoments(
-                **{
-                    k: (None if getattr(state, k) is None else getattr(state, k).index_select(0, slots))
-                    for k in ("count", "mean", "m2", "max", "min")
-                }
-            )
-            new = merge_moments(old, part)
+        old = BatchMoments(
+            **{k: (None if getattr(state, k) is None else getattr(state, k).index_select(0, slots))
+               for k in ("count", "mean", "m2", "max", "min")}
+        )
+        new = merge_moments(old, part)  # exact also for rows not seen before (the identity's count is 0)
         for k in ("count", "mean", "m2", "max", "min"):
             if getattr(state, k) is not None:
                 getattr(state, k).index_copy_(0, slots, getattr(new, k))
+
+    def _store_new_rows(self, x: Tensor, lengths: Tensor | None, slots: Tensor) -> bool:
+        """Write the statistics of rows not seen before straight into CPU storage, by the compiled kernel
+        and a few NumPy operations, no tensor temporaries: a Recorder's common case (each utterance in one
+        forward call). Each operation counts here: right after a large layer the caches are cold and
+        even a small one takes 50-100 us (sre-cnn, benchmarks/bench_extract.py). False where it does not
+        apply (CUDA; max / min; rows seen before, as in chunked streaming; frames the kernel does not
+        take): then :meth:`update` merges."""
+        state = self._state
+        if (state is None or state.count.device.type != "cpu" or state.max is not None or state.min is not None
+                or not slots.numel() or (lengths is not None and lengths.device.type != "cpu")):
+            return False
+        rows = slots.numpy()
+        counts = state.count.numpy()
+        if counts[rows].any():
+            return False
+        frames = x.shape[1]
+        if lengths is None:
+            count = np.full(len(rows), frames, dtype=np.int64)
+        else:
+            count = np.clip(lengths.numpy().astype(np.int64), 0, frames)
+        moments = _compiled_moments(x, count)
+        if moments is None:
+            return False
+        counts[rows] = count
+        for stored, value in ((state.mean, moments[0]), (state.m2, moments[1])):
+            if stored is not None:
+                stored.numpy().reshape(len(counts), -1)[rows] = value
+        return True
 
     def counts(self, rows: int) -> Tensor:
         """Frames seen per row (rows,) int64 on CPU."""

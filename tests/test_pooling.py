@@ -202,14 +202,44 @@ def test_compiled_kernel_is_used_where_it_applies_and_thread_count_does_not_chan
     lengths = [40, 17]
     count = torch.tensor(lengths)
     for x in (padded_batch(lengths, dim=600), conv_like(lengths, channels=600)):
-        assert pooling._compiled_moments(x, count, torch.float32) is not None
+        assert pooling._compiled_moments(x, count) is not None
         one = _core.frame_moments(x.numpy(), count.numpy(), 1)
         two = _core.frame_moments(x.numpy(), count.numpy(), 2)
         assert all(np.array_equal(a, b) for a, b in zip(one, two))
     half = padded_batch(lengths).half()
-    assert pooling._compiled_moments(half, count, torch.float32) is None
-    assert pooling._compiled_moments(padded_batch(lengths)[:, :, ::2], count, torch.float32) is None
+    assert pooling._compiled_moments(half, count) is None
+    assert pooling._compiled_moments(padded_batch(lengths)[:, :, ::2], count) is None
     with pytest.raises(TypeError, match="unit stride on time or on units"):
         _core.frame_moments(padded_batch(lengths).numpy()[:, ::2, ::2], count.numpy())
     with pytest.raises(ValueError, match=r"count\[0\] = 41 is out of range"):
         _core.frame_moments(padded_batch(lengths).numpy(), np.array([41, 0]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", ["stats", "mean", "max"])
+def test_new_rows_written_directly_equal_the_merge_path(dtype: torch.dtype, mode: str, monkeypatch) -> None:
+    """The compiled write of rows not seen before (RunningPool._store_new_rows) against the general merge
+    path and the float64 reference: rows in any order, a later call mixing new and seen rows."""
+    first = [33, 1, 20]
+    x1 = conv_like(first, channels=5, seed=8)
+    x2 = padded_batch([12, 7], dim=5, offset=50.0, seed=9)
+    lengths2 = [12, 7]
+
+    def feed(pool: RunningPool) -> torch.Tensor:
+        pool.update(x1, torch.tensor(first), torch.tensor([4, 0, 2]))
+        pool.update(x2, torch.tensor(lengths2), torch.tensor([1, 0]))  # slot 0 seen before: merged
+        return pool.result(5)
+
+    direct = RunningPool(mode, dtype=dtype)
+    got = feed(direct)
+    stored = direct._state
+    monkeypatch.setattr(RunningPool, "_store_new_rows", lambda *args: False)
+    merged = feed(RunningPool(mode, dtype=dtype))
+    seen = [0, 1, 2, 4]
+    assert rel_err(got[seen], merged[seen].double().numpy()) <= 1e-6
+    assert stored.mean is None or stored.mean.dtype == dtype
+    frames0 = torch.cat([x1[1, :1], x2[1, :7]])[None]
+    ref = np.concatenate([reference(frames0, [8], mode), reference(x2[:1], [12], mode),
+                          reference(x1[2:], [20], mode), reference(x1[:1], [33], mode)])
+    assert rel_err(got[seen], ref) <= 1e-5
+    assert torch.equal(direct.counts(5), torch.tensor([8, 12, 20, 0, 33]))
