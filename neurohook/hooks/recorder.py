@@ -59,6 +59,7 @@ class _Call:
     offset: int = 0
     size: int = 0
     slot_cache: dict[torch.device, Tensor] = field(default_factory=dict)
+    layer_lengths: dict[str, Tensor] = field(default_factory=dict)  # from the layers' ``lengths`` overrides
 
 
 _OVERRIDE_KEYS = frozenset({"pooling", "output", "layout", "lengths"})
@@ -321,7 +322,11 @@ class Recorder:
             if lens.numel() and int(lens.max()) > t0:
                 raise ValueError(f"a length {int(lens.max())} exceeds the padded input length {t0}")
             table = {t0: lens}
-        self._local.call = _Call(table, lens, offset, size)
+        call = _Call(table, lens, offset, size)
+        if lens is not None:  # the overrides' lengths now, before the layers run: cheaper than between them
+            with torch.no_grad():
+                call.layer_lengths = {s.name: self._override_lengths(s, lens) for s in self._specs if s.lengths_fn}
+        self._local.call = call
 
     def _trace_hook(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         """Forward hook on conv/pool modules: map valid lengths through the module along time."""
@@ -354,11 +359,18 @@ class Recorder:
 
         return hook
 
+    @staticmethod
+    def _override_lengths(spec: _LayerSpec, lengths: Tensor) -> Tensor:
+        """A layer's valid frames (B,) int64 from its ``lengths`` override, for valid input steps (B,)."""
+        assert spec.lengths_fn is not None
+        return torch.as_tensor(spec.lengths_fn(lengths)).to(torch.int64)
+
     def _layer_lengths(self, spec: _LayerSpec, call: _Call, frames: int) -> Tensor:
         """Valid frames (B,) of a layer whose output has ``frames`` time steps."""
         assert call.input_lengths is not None
         if spec.lengths_fn is not None:
-            return torch.as_tensor(spec.lengths_fn(call.input_lengths)).to(torch.int64).clamp(0, frames)
+            lengths = call.layer_lengths.get(spec.name)
+            return (self._override_lengths(spec, call.input_lengths) if lengths is None else lengths).clamp(0, frames)
         if call.table is None:
             raise ValueError(
                 f"layer {spec.name!r}: the padded input length is unknown (the model's forward was not "
