@@ -131,7 +131,7 @@ def _compiled_moments(x: Tensor, count: Tensor | np.ndarray) -> tuple[np.ndarray
     if x.device.type != "cpu" or x.dtype != torch.float32:
         return None
     try:
-        flat = x.detach().view(x.shape[0], x.shape[1], -1)  # units flattened, never copied
+        flat = (x.detach() if x.requires_grad else x).view(x.shape[0], x.shape[1], -1)  # units flattened, never copied
     except RuntimeError:
         return None
     frames, units = flat.shape[1], flat.shape[2]
@@ -373,10 +373,10 @@ class RunningPool:
             raise ValueError(
                 f"neuron shape changed between calls: {self.feature_shape} then {tuple(x.shape[2:])}"
             )
-        slots = slots.to(self.device)
-        self._reserve(int(slots.max()) + 1 if slots.numel() else 0)
         if self._store_new_rows(x, lengths, slots):
             return
+        slots = slots.to(self.device)
+        self._reserve(int(slots.max()) + 1 if slots.numel() else 0)
         part = batch_moments(x, lengths, dtype=self.dtype, chunk_elements=self.chunk_elements, **self._needs())
         if x.device != self.device:  # e.g. DataParallel replicas: merge on the storage device
             part = BatchMoments(
@@ -403,19 +403,21 @@ class RunningPool:
         even a small one takes 50-100 us (sre-cnn, benchmarks/bench_extract.py). False where it does not
         apply (CUDA; max / min; rows seen before, as in chunked streaming; frames the kernel does not
         take): then :meth:`update` merges."""
-        state = self._state
-        if (state is None or state.count.device.type != "cpu" or state.max is not None or state.min is not None
+        if (self.device.type != "cpu" or slots.device.type != "cpu" or self.pooling in ("max", "min")
                 or not slots.numel() or (lengths is not None and lengths.device.type != "cpu")):
             return False
         rows = slots.numpy()
+        self._reserve(int(rows.max()) + 1)
+        state = self._state
+        assert state is not None
         counts = state.count.numpy()
         if counts[rows].any():
             return False
         frames = x.shape[1]
         if lengths is None:
             count = np.full(len(rows), frames, dtype=np.int64)
-        else:
-            count = np.clip(lengths.numpy().astype(np.int64), 0, frames)
+        else:  # clamped to [0, frames] by ufuncs (np.clip's Python layer costs more here)
+            count = np.minimum(np.maximum(lengths.numpy().astype(np.int64, copy=False), 0), frames)
         moments = _compiled_moments(x, count)
         if moments is None:
             return False

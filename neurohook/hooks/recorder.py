@@ -425,7 +425,9 @@ class Recorder:
             lengths = None
         else:
             lengths = self._layer_lengths(spec, call, frames.shape[1])
-        self.last_lengths[spec.name] = None if lengths is None else lengths.cpu()
+        if lengths is not None and lengths.device != frames.device:
+            lengths = lengths.to(frames.device)
+        self.last_lengths[spec.name] = lengths if lengths is None or lengths.device.type == "cpu" else lengths.cpu()
         self._layouts[spec.name] = "packed" if exact is not None else layout
         slots = call.slot_cache.get(frames.device)
         if slots is None:
@@ -437,7 +439,7 @@ class Recorder:
             if pool is None:
                 pooling = "none" if layout == "BD" else spec.pooling
                 pool = self._pools[spec.name] = RunningPool(pooling, unbiased=self.unbiased, dtype=self.dtype)
-            pool.update(frames, None if lengths is None else lengths.to(frames.device), slots)
+            pool.update(frames, lengths, slots)
 
     # ---------------------------------------------------------------------------------- result
     def features(self) -> Features:
