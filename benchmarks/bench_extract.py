@@ -138,7 +138,7 @@ def main() -> None:
         for name in MODELS:
             results["in_process"][name] = in_process(name, waves, repeats)
             results["extract_cli"][name] = cli_runs(name, waves, Path(tmp))
-    # the recorder's cost per call is partly fixed, so it falls with longer clips: sre-cnn at VoxCeleb-like lengths
+    # part of the recorder's cost is per hook call, not per frame: sre-cnn also at VoxCeleb-like lengths
     results["in_process"][f"sre-cnn, {0.75 * 2.5 * seconds:g}-{2.5 * seconds:g} s clips"] = in_process(
         "sre-cnn", clips(n, 2.5 * seconds), repeats)
     emit("extract", results)
