@@ -183,10 +183,10 @@ LAYOUTS = {
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("path", ["default", "tensor operations"])
 def test_compiled_and_tensor_paths_match_reference_in_every_layout(layout: str, path: str, monkeypatch) -> None:
-    import neurohook.pooling as pooling
+    from neurohook import moments
 
     if path == "tensor operations":  # the path CUDA and half-precision frames take
-        monkeypatch.setattr(pooling, "_compiled_moments", lambda *args: None)
+        monkeypatch.setattr(moments, "_compiled_moments", lambda *args: None)
     lengths = [33, 1, 0, 20]
     x = LAYOUTS[layout](lengths)
     got = pool_frames(x, torch.tensor(lengths), "stats")
@@ -196,19 +196,19 @@ def test_compiled_and_tensor_paths_match_reference_in_every_layout(layout: str, 
 
 
 def test_compiled_kernel_is_used_where_it_applies_and_thread_count_does_not_change_it() -> None:
-    from neurohook import pooling
+    from neurohook import moments
     from neurohook.ranking import _core
 
     lengths = [40, 17]
     count = torch.tensor(lengths)
     for x in (padded_batch(lengths, dim=600), conv_like(lengths, channels=600)):
-        assert pooling._compiled_moments(x, count) is not None
+        assert moments._compiled_moments(x, count) is not None
         one = _core.frame_moments(x.numpy(), count.numpy(), 1)
         two = _core.frame_moments(x.numpy(), count.numpy(), 2)
         assert all(np.array_equal(a, b) for a, b in zip(one, two))
     half = padded_batch(lengths).half()
-    assert pooling._compiled_moments(half, count) is None
-    assert pooling._compiled_moments(padded_batch(lengths)[:, :, ::2], count) is None
+    assert moments._compiled_moments(half, count) is None
+    assert moments._compiled_moments(padded_batch(lengths)[:, :, ::2], count) is None
     with pytest.raises(TypeError, match="unit stride on time or on units"):
         _core.frame_moments(padded_batch(lengths).numpy()[:, ::2, ::2], count.numpy())
     with pytest.raises(ValueError, match=r"count\[0\] = 41 is out of range"):
