@@ -509,3 +509,19 @@ def test_features_concat_and_selection() -> None:
     np.testing.assert_array_equal(picked.values, both.values[:, [20, 3]])
     with pytest.raises(KeyError, match="no layer 'c3'"):
         both.select_layers("c3")
+
+
+def test_frame_lengths_follow_a_strided_conv_and_fall_back_to_scaling_by_hand() -> None:
+    from neurohook.hooks.frame_lengths import input_time_length, scaled_lengths, trace_lengths
+
+    lengths = torch.tensor([100, 37, 0])
+    wave = torch.zeros(3, 100)
+    table = {input_time_length(wave, lengths): lengths}
+    conv = nn.Conv1d(1, 2, kernel_size=5, stride=2)
+    x = wave[:, None]
+    trace_lengths(conv, x, conv(x), table)
+    assert table[48].tolist() == [48, 17, 0]  # (n - 5) // 2 + 1, never below 0
+    assert scaled_lengths(table, 50).tolist() == [50, 18, 0]  # 37 * 50 / 100 = 18.5 rounds to even; 0 stays 0
+    assert scaled_lengths({100: torch.tensor([1])}, 10).tolist() == [1]  # any input frame keeps one
+    with pytest.raises(ValueError, match="cannot tell the time axis"):
+        input_time_length(torch.zeros(3, 100, 100), lengths)

@@ -13,9 +13,10 @@ Layouts (``layout=``) name the axes of a layer's output; the neurons of a frame 
 - ``"BCFT"`` / ``"BCTF"``: every (channel, frequency-bin) pair of a 2-D conv map, unit ``c * F + f``;
 - ``"BD"``: an utterance-level output, passed through unchanged (pooling ``"none"``).
 
-Modules: :mod:`~neurohook.hooks.layers` (which modules), :mod:`~neurohook.hooks.layouts` (output
-layouts and selection), :mod:`~neurohook.hooks.recorder` (the Recorder); exact lengths come from
-:mod:`neurohook.lengths`.
+Modules: :mod:`~neurohook.hooks.layers` (which modules), :mod:`~neurohook.hooks.specs` (how each is
+recorded; overrides), :mod:`~neurohook.hooks.layouts` (output layouts and selection),
+:mod:`~neurohook.hooks.frame_lengths` (valid frames followed through the model),
+:mod:`~neurohook.hooks.recorder` (the Recorder); exact lengths come from :mod:`neurohook.lengths`.
 """
 
 from __future__ import annotations

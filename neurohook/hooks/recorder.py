@@ -17,10 +17,12 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from neurohook.features import Features, LayerSpan, UtteranceId, normalize_id
-from neurohook.hooks.layers import LayerNotFoundError, LayerRef, _close_matches, _unwrap, find_layers, matches
+from neurohook.hooks.frame_lengths import input_time_length, scaled_lengths, trace_lengths
+from neurohook.hooks.layers import LayerRef, _unwrap, find_layers
 from neurohook.hooks.layouts import (LAYOUTS, TIME_MODULES_1D, TIME_MODULES_2D, OutputSelector, infer_layout,
                                      select_output, to_frames)
-from neurohook.lengths import as_lengths, mask_lengths, module_out_lengths
+from neurohook.hooks.specs import LayerSpec, apply_overrides, layer_specs
+from neurohook.lengths import as_lengths, mask_lengths
 from neurohook.pooling import STATISTICS, RunningPool, check_pooling
 
 __all__ = ["Recorder"]
@@ -30,18 +32,6 @@ logger = logging.getLogger(__name__)
 #: Whether a torch profiler is recording (any: torch.profiler, autograd's, one started from C++); where
 #: torch lacks the query, always True (every hook call then opens a range, as before).
 _profiler_enabled: Callable[[], bool] = getattr(torch._C._autograd, "_profiler_enabled", lambda: True)
-
-
-@dataclass
-class _LayerSpec:
-    """How one chosen layer is recorded."""
-
-    name: str
-    module: nn.Module
-    pooling: str
-    output: OutputSelector = None
-    layout: str | None = None
-    lengths_fn: Callable[[Tensor], Tensor] | None = None
 
 
 @dataclass
@@ -64,9 +54,6 @@ class _Call:
     size: int = 0
     slot_cache: dict[torch.device, Tensor] = field(default_factory=dict)
     layer_lengths: dict[str, Tensor] = field(default_factory=dict)  # from the layers' ``lengths`` overrides
-
-
-_OVERRIDE_KEYS = frozenset({"pooling", "output", "layout", "lengths"})
 
 
 class Recorder:
@@ -129,10 +116,8 @@ class Recorder:
         self.dtype = dtype
         self.input_time_axis = input_time_axis
         self.conv2d_layout = conv2d_layout
-        self._specs = [
-            _LayerSpec(name, module, pooling, output, layout) for name, module in find_layers(model, layers)
-        ]
-        self._apply_overrides(overrides or {})
+        self._specs = layer_specs(find_layers(model, layers), pooling, output, layout)
+        apply_overrides(self._specs, overrides or {})
         self._pools: dict[str, RunningPool] = {}
         self._slot_of: dict[UtteranceId, int] = {}
         self._ids: list[UtteranceId] = []
@@ -144,32 +129,6 @@ class Recorder:
         #: Valid frame counts (B,) each layer used in the latest call (None: every frame valid).
         self.last_lengths: dict[str, Tensor | None] = {}
         self._layouts: dict[str, str] = {}  # the layout each layer's output was read in
-
-    # ------------------------------------------------------------------------- configuration
-    def _apply_overrides(self, overrides: Mapping[str, Mapping[str, Any]]) -> None:
-        """Apply per-layer options; every key must select at least one recorded layer."""
-        names = [s.name for s in self._specs]
-        for key, opts in overrides.items():
-            unknown = set(opts) - _OVERRIDE_KEYS
-            if unknown:
-                raise ValueError(f"override {key!r}: unknown options {sorted(unknown)}; use {sorted(_OVERRIDE_KEYS)}")
-            hits = [s for s in self._specs if matches(key, s.name)]
-            if not hits:
-                hint = _close_matches(key, names)
-                raise LayerNotFoundError(f"override {key!r} matches no recorded layer" + (f"; close matches: {hint}" if hint else ""))
-            for s in hits:
-                if "pooling" in opts:
-                    if check_pooling(opts["pooling"]) == "none":
-                        raise ValueError(f"override {key!r}: pooling 'none' is implied for (B, D) outputs")
-                    s.pooling = opts["pooling"]
-                if "output" in opts:
-                    s.output = opts["output"]
-                if "layout" in opts:
-                    if opts["layout"] not in LAYOUTS:
-                        raise ValueError(f"override {key!r}: unknown layout {opts['layout']!r}; expected one of {LAYOUTS}")
-                    s.layout = opts["layout"]
-                if "lengths" in opts:
-                    s.lengths_fn = opts["lengths"]
 
     @property
     def layer_names(self) -> list[str]:
@@ -289,21 +248,6 @@ class Recorder:
             raise RuntimeError(f"neurohook: {where} ran outside `with rec.batch(ids, lengths=...)`")
         return batch
 
-    def _input_time_length(self, x: Tensor, lengths: Tensor) -> int:
-        """Padded time length of the model input x."""
-        if self.input_time_axis is not None:
-            return int(x.shape[self.input_time_axis])
-        if x.dim() == 2:
-            return int(x.shape[1])
-        longest = int(lengths.max()) if lengths.numel() else 0
-        axes = [d for d in range(x.dim()) if x.shape[d] == longest]
-        if len(axes) != 1:
-            raise ValueError(
-                f"cannot tell the time axis of the model input of shape {tuple(x.shape)} "
-                f"(longest length {longest}); pass Recorder(input_time_axis=...) or rec.batch(padded_length=...)"
-            )
-        return longest
-
     # ----------------------------------------------------------------------------------- hooks
     def _pre_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Forward pre-hook on the wrapped model: start a call with the input's lengths table."""
@@ -322,7 +266,7 @@ class Recorder:
             elif x is None:
                 raise ValueError("the model input has no tensor; pass rec.batch(padded_length=...)")
             else:
-                t0 = self._input_time_length(x, lens)
+                t0 = input_time_length(x, lens, self.input_time_axis)
             if lens.numel() and int(lens.max()) > t0:
                 raise ValueError(f"a length {int(lens.max())} exceeds the padded input length {t0}")
             table = {t0: lens}
@@ -339,21 +283,9 @@ class Recorder:
             return
         if not isinstance(output, Tensor):
             return
-        x = args[0]
-        if isinstance(module, TIME_MODULES_1D):
-            axes = [(-1, 0)]
-        else:  # 2-D: preferred time axis first, the other one as fallback
-            pref = [(-1, 1), (-2, 0)]
-            axes = pref if self.conv2d_layout == "BCFT" else pref[::-1]
-        for axis, dim in axes:
-            t_in = int(x.shape[axis])
-            if t_in in call.table:
-                t_out = int(output.shape[axis])
-                with torch.no_grad():
-                    call.table[t_out] = module_out_lengths(module, call.table[t_in], dim, t_out)
-                return
+        trace_lengths(module, args[0], output, call.table, self.conv2d_layout)
 
-    def _make_hook(self, spec: _LayerSpec) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
+    def _make_hook(self, spec: LayerSpec) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
         """The forward hook recording ``spec``."""
 
         label = f"neurohook/{spec.name}"
@@ -367,12 +299,12 @@ class Recorder:
         return hook
 
     @staticmethod
-    def _override_lengths(spec: _LayerSpec, lengths: Tensor) -> Tensor:
+    def _override_lengths(spec: LayerSpec, lengths: Tensor) -> Tensor:
         """A layer's valid frames (B,) int64 from its ``lengths`` override, for valid input steps (B,)."""
         assert spec.lengths_fn is not None
         return torch.as_tensor(spec.lengths_fn(lengths)).to(torch.int64)
 
-    def _layer_lengths(self, spec: _LayerSpec, call: _Call, frames: int) -> Tensor:
+    def _layer_lengths(self, spec: LayerSpec, call: _Call, frames: int) -> Tensor:
         """Valid frames (B,) of a layer whose output has ``frames`` time steps."""
         assert call.input_lengths is not None
         if spec.lengths_fn is not None:
@@ -385,7 +317,6 @@ class Recorder:
             )
         if frames in call.table:
             return call.table[frames].clamp(max=frames)
-        t0, lens0 = next(iter(call.table.items()))
         if spec.name not in self._warned:
             self._warned.add(spec.name)
             warnings.warn(
@@ -394,10 +325,9 @@ class Recorder:
                 RuntimeWarning,
                 stacklevel=4,
             )
-        scaled = torch.round(lens0.to(torch.float64) * frames / max(t0, 1)).to(torch.int64)
-        return torch.where(lens0 > 0, scaled.clamp(min=1), scaled).clamp(max=frames)
+        return scaled_lengths(call.table, frames)
 
-    def _record(self, spec: _LayerSpec, output: Any) -> None:
+    def _record(self, spec: LayerSpec, output: Any) -> None:
         """Pool one layer output into the running statistics."""
         batch = self._require_batch(f"layer {spec.name!r}")
         call: _Call | None = getattr(self._local, "call", None)
