@@ -121,6 +121,8 @@ class RunningPool:
         self.feature_shape: tuple[int, ...] | None = None
         self.device: torch.device | None = None
         self._state: BatchMoments | None = None
+        # NumPy views (count (rows,), mean and m2 (rows, width)) of CPU mean / std storage, for _store_new_rows
+        self._cpu_views: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
 
     @property
     def statistics(self) -> tuple[str, ...]:
@@ -165,26 +167,31 @@ class RunningPool:
         """Grow storage (doubling) so that ``rows`` slots exist."""
         if self._state is None:
             self._state = self._empty(max(rows, 16))
+        elif rows > self.capacity:
+            cap = self.capacity
+            extra = self._empty(max(rows, 2 * cap) - cap)
+            old = self._state
+            self._state = BatchMoments(
+                **{
+                    k: (None if getattr(old, k) is None else torch.cat([getattr(old, k), getattr(extra, k)]))
+                    for k in ("count", "mean", "m2", "max", "min")
+                }
+            )
+        else:
             return
-        cap = self.capacity
-        if rows <= cap:
-            return
-        extra = self._empty(max(rows, 2 * cap) - cap)
-        old = self._state
-        self._state = BatchMoments(
-            **{
-                k: (None if getattr(old, k) is None else torch.cat([getattr(old, k), getattr(extra, k)]))
-                for k in ("count", "mean", "m2", "max", "min")
-            }
-        )
+        s = self._state
+        self._cpu_views = None if s.count.device.type != "cpu" or s.max is not None or s.min is not None else (
+            s.count.numpy(), s.mean.numpy().reshape(len(s.count), -1),
+            None if s.m2 is None else s.m2.numpy().reshape(len(s.count), -1))
 
     def update(self, x: Tensor, lengths: Tensor | None, slots: Tensor) -> None:
         """Add frames x (B, T, *F) with valid lengths (B,) or None to rows ``slots`` (B,) int64, distinct."""
-        x = x.detach()
+        if x.requires_grad:
+            x = x.detach()
         if self.feature_shape is None:
             self.feature_shape = tuple(x.shape[2:])
             self.device = x.device
-        elif tuple(x.shape[2:]) != self.feature_shape:
+        elif x.shape[2:] != self.feature_shape:
             raise ValueError(
                 f"neuron shape changed between calls: {self.feature_shape} then {tuple(x.shape[2:])}"
             )
@@ -213,19 +220,22 @@ class RunningPool:
 
     def _store_new_rows(self, x: Tensor, lengths: Tensor | None, slots: Tensor) -> bool:
         """Write the statistics of rows not seen before straight into CPU storage, by the compiled kernel
-        and a few NumPy operations, no tensor temporaries: a Recorder's common case (each utterance in one
-        forward call). Each operation counts here: right after a large layer the caches are cold and
-        even a small one takes 50-100 us (sre-cnn, benchmarks/bench_extract.py). False where it does not
-        apply (CUDA; max / min; rows seen before, as in chunked streaming; frames the kernel does not
-        take): then :meth:`update` merges."""
-        if (self.device.type != "cpu" or slots.device.type != "cpu" or self.pooling in ("max", "min")
-                or not slots.numel() or (lengths is not None and lengths.device.type != "cpu")):
+        and a few NumPy operations on views of the storage, no tensor temporaries: a Recorder's common
+        case (each utterance in one forward call). Each operation counts here: right after a large layer
+        the caches are cold and even a small one takes 50-100 us (sre-cnn, benchmarks/bench_extract.py).
+        False where it does not apply (CUDA; max / min; rows seen before, as in chunked streaming;
+        frames the kernel does not take): then :meth:`update` merges."""
+        if not (x.is_cpu and slots.is_cpu and (lengths is None or lengths.is_cpu)) or self.pooling in ("max", "min"):
             return False
         rows = slots.numpy()
-        self._reserve(int(rows.max()) + 1)
-        state = self._state
-        assert state is not None
-        counts = state.count.numpy()
+        if not len(rows):
+            return False
+        top = int(rows.max())
+        if self._cpu_views is None or top >= len(self._cpu_views[0]):
+            self._reserve(top + 1)
+        if self._cpu_views is None:
+            return False
+        counts, means, m2s = self._cpu_views
         if counts[rows].any():
             return False
         frames = x.shape[1]
@@ -237,9 +247,9 @@ class RunningPool:
         if moments is None:
             return False
         counts[rows] = count
-        for stored, value in ((state.mean, moments[0]), (state.m2, moments[1])):
-            if stored is not None:
-                stored.numpy().reshape(len(counts), -1)[rows] = value
+        means[rows] = moments[0]
+        if m2s is not None:
+            m2s[rows] = moments[1]
         return True
 
     def counts(self, rows: int) -> Tensor:

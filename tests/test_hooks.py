@@ -420,6 +420,21 @@ def test_proportional_fallback_warns_and_adapter_lengths_are_exact() -> None:
     assert rel_err(exact.features().values, naive_pool(y.detach(), [10, 4], "mean")) <= 1e-5
 
 
+def test_lengths_overrides_are_clamped_to_the_layers_frames() -> None:
+    """An override's lengths outside [0, frames] are clamped, whether computed in the pre-hook or not."""
+    model = nn.Sequential(nn.Linear(4, 4), Decimate())
+    x = torch.randn(3, 20, 4)
+    rec = Recorder(model, "1", layout="BTD", overrides={"1": {"lengths": lambda n: n - 8}})  # 12, -1, 2
+    with rec, rec.batch(["a", "b", "c"], lengths=[20, 7, 10]):
+        y = model(x)
+    assert rec.last_lengths["1"].tolist() == [10, 0, 2]
+    with pytest.raises(ValueError, match=r"saw no valid frame of utterances \['b'\]"):
+        rec.features()
+    with rec, rec.batch(["d"], lengths=[20]):  # the model's input only: the layer called directly
+        rec.model[1](y[:1])
+    assert rec.last_lengths["1"].tolist() == [5]  # 12 clamped to the 5 frames of this output
+
+
 def test_output_selection_dict_and_callable() -> None:
     class DictOut(nn.Module):
         def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

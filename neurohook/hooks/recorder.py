@@ -52,8 +52,8 @@ class _Call:
     input_lengths: Tensor | None
     offset: int = 0
     size: int = 0
-    slot_cache: dict[torch.device, Tensor] = field(default_factory=dict)
-    layer_lengths: dict[str, Tensor] = field(default_factory=dict)  # from the layers' ``lengths`` overrides
+    slot_cache: dict[torch.device | str, Tensor] = field(default_factory=dict)
+    layer_lengths: dict[str, tuple[Tensor, bool, int]] = field(default_factory=dict)  # (lengths, all >= 0, longest)
 
 
 class Recorder:
@@ -273,7 +273,10 @@ class Recorder:
         call = _Call(table, lens, offset, size)
         if lens is not None:  # the overrides' lengths now, before the layers run: cheaper than between them
             with torch.no_grad():
-                call.layer_lengths = {s.name: self._override_lengths(s, lens) for s in self._specs if s.lengths_fn}
+                for s in self._specs:
+                    if s.lengths_fn is not None:
+                        n = self._override_lengths(s, lens)
+                        call.layer_lengths[s.name] = n, not bool((n < 0).any()), int(n.max()) if n.numel() else 0
         self._local.call = call
 
     def _trace_hook(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
@@ -308,8 +311,10 @@ class Recorder:
         """Valid frames (B,) of a layer whose output has ``frames`` time steps."""
         assert call.input_lengths is not None
         if spec.lengths_fn is not None:
-            lengths = call.layer_lengths.get(spec.name)
-            return (self._override_lengths(spec, call.input_lengths) if lengths is None else lengths).clamp(0, frames)
+            known = call.layer_lengths.get(spec.name)
+            if known is not None and known[1] and known[2] <= frames:  # within [0, frames] already
+                return known[0]
+            return (self._override_lengths(spec, call.input_lengths) if known is None else known[0]).clamp(0, frames)
         if call.table is None:
             raise ValueError(
                 f"layer {spec.name!r}: the padded input length is unknown (the model's forward was not "
@@ -348,7 +353,7 @@ class Recorder:
                 )
         if y.dim() != len(layout):
             raise ValueError(f"layer {spec.name!r}: layout {layout!r} does not fit output shape {tuple(y.shape)}")
-        frames = to_frames(y.detach(), layout)
+        frames = to_frames(y.detach() if y.requires_grad else y, layout)
         if frames.shape[0] != call.size:
             raise ValueError(
                 f"layer {spec.name!r}: output batch size {frames.shape[0]} (layout {layout}, shape "
@@ -362,15 +367,15 @@ class Recorder:
             lengths = None
         else:
             lengths = self._layer_lengths(spec, call, frames.shape[1])
-        if lengths is not None and lengths.device != frames.device:
+        if lengths is not None and not (lengths.is_cpu and frames.is_cpu) and lengths.device != frames.device:
             lengths = lengths.to(frames.device)
-        self.last_lengths[spec.name] = lengths if lengths is None or lengths.device.type == "cpu" else lengths.cpu()
+        self.last_lengths[spec.name] = lengths if lengths is None or lengths.is_cpu else lengths.cpu()
         self._layouts[spec.name] = "packed" if exact is not None else layout
-        slots = call.slot_cache.get(frames.device)
+        device = "cpu" if frames.is_cpu else frames.device
+        slots = call.slot_cache.get(device)
         if slots is None:
             chunk = batch.slots[call.offset : call.offset + call.size]
-            slots = torch.tensor(chunk, dtype=torch.int64, device=frames.device)
-            call.slot_cache[frames.device] = slots
+            slots = call.slot_cache[device] = torch.tensor(chunk, dtype=torch.int64, device=device)
         with self._lock:
             pool = self._pools.get(spec.name)
             if pool is None:
