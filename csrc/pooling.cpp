@@ -54,9 +54,9 @@ void time_contiguous(const float* x, int64_t n, double* mean, double* m2) {
 
 // Units [f0, f1) of one item whose frames are rows of contiguous units (unit stride 1, e.g. a
 // transformer's (B, T, D)): a pass for the means, a pass for the deviations, over that column band.
-// acc: scratch, resized to 3 * (f1 - f0) floats.
+// acc, shift: scratch, resized to 3 * (f1 - f0) floats and f1 - f0 doubles.
 void unit_contiguous(const float* x, int64_t n, int64_t st, int64_t f0, int64_t f1, double* mean, double* m2,
-                     std::vector<float>& acc) {
+                     std::vector<float>& acc, std::vector<double>& shift) {
     const int64_t w = f1 - f0;
     std::fill(mean + f0, mean + f1, 0.0);
     std::fill(m2 + f0, m2 + f1, 0.0);
@@ -65,7 +65,7 @@ void unit_contiguous(const float* x, int64_t n, int64_t st, int64_t f0, int64_t 
     float* a0 = acc.data();
     float* a1 = a0 + w;
     float* a2 = a1 + w;
-    std::vector<double> shift(static_cast<std::size_t>(w), 0.0);
+    shift.assign(static_cast<std::size_t>(w), 0.0);
     for (int64_t a = 0; a < n; a += kBlock) {  // means
         std::fill(a0, a0 + w, 0.0f);
         for (int64_t t = a; t < std::min(n, a + kBlock); ++t) {
@@ -117,10 +117,11 @@ void frame_moments(const float* X, int64_t B, int64_t T, int64_t F, int64_t sb, 
     parallel_for(static_cast<std::size_t>(B * bands), static_cast<double>(T * band), 1 << 16, threads,
                  [&](std::size_t begin, std::size_t end, std::size_t) {
                      std::vector<float> acc;
+                     std::vector<double> shift;
                      for (std::size_t i = begin; i < end; ++i) {
                          const int64_t b = static_cast<int64_t>(i) / bands, f0 = (static_cast<int64_t>(i) % bands) * band;
                          unit_contiguous(X + b * sb, count[b], st, f0, std::min(F, f0 + band), mean + b * F,
-                                         m2 + b * F, acc);
+                                         m2 + b * F, acc, shift);
                      }
                  });
 }
