@@ -53,7 +53,7 @@ class _Call:
     offset: int = 0
     size: int = 0
     slot_cache: dict[torch.device | str, Tensor] = field(default_factory=dict)
-    layer_lengths: dict[str, tuple[Tensor, bool, int]] = field(default_factory=dict)  # (lengths, all >= 0, longest)
+    layer_lengths: dict[str, tuple[Tensor, int, int]] = field(default_factory=dict)  # overrides': (lengths, min, max)
 
 
 class Recorder:
@@ -276,7 +276,7 @@ class Recorder:
                 for s in self._specs:
                     if s.lengths_fn is not None:
                         n = self._override_lengths(s, lens)
-                        call.layer_lengths[s.name] = n, not bool((n < 0).any()), int(n.max()) if n.numel() else 0
+                        call.layer_lengths[s.name] = n, int(n.min()) if n.numel() else 0, int(n.max()) if n.numel() else 0
         self._local.call = call
 
     def _trace_hook(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
@@ -312,7 +312,7 @@ class Recorder:
         assert call.input_lengths is not None
         if spec.lengths_fn is not None:
             known = call.layer_lengths.get(spec.name)
-            if known is not None and known[1] and known[2] <= frames:  # within [0, frames] already
+            if known is not None and 0 <= known[1] and known[2] <= frames:  # within [0, frames] already
                 return known[0]
             return (self._override_lengths(spec, call.input_lengths) if known is None else known[0]).clamp(0, frames)
         if call.table is None:
