@@ -1,6 +1,7 @@
-// neurohook._core: the pybind11 boundary. Every argument is checked here (dtype, layout, shape,
-// finiteness, ranges) and errors name the argument and its shape; the kernels in ranking.cpp and
-// rescore.cpp then run on raw pointers with the GIL released.
+// neurohook._core: the pybind11 boundary (the pooling kernel's part in bind_pooling.cpp). Every argument
+// is checked here (dtype, layout, shape, finiteness, ranges; checks.hpp) and errors name the argument and
+// its shape; the kernels in ranking.cpp, rescore.cpp and gather.cpp then run on raw pointers with the GIL
+// released.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -11,9 +12,9 @@
 #include <thread>
 #include <vector>
 
+#include "checks.hpp"
 #include "gather.hpp"
 #include "parallel.hpp"
-#include "pooling.hpp"
 #include "ranking.hpp"
 #include "rescore.hpp"
 
@@ -35,85 +36,7 @@ void set_num_threads(int n) { g_threads = n > 0 ? n : 0; }
 
 namespace {
 
-std::string shape_of(const py::array& a) {
-    std::string s = "(";
-    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-    return s + (a.ndim() == 1 ? ",)" : ")");
-}
-
-std::string dtype_of(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
-
-// A float32/float64, C-contiguous array of `ndim` dimensions, none of them empty.
-void check_float(const py::array& a, const char* name, py::ssize_t ndim, const char* expected) {
-    const char kind = a.dtype().kind();
-    if (kind != 'f' || (a.itemsize() != 4 && a.itemsize() != 8))
-        throw py::type_error(std::string(name) + " must be float32 or float64, got " + dtype_of(a) +
-                             " with shape " + shape_of(a));
-    if (a.ndim() != ndim)
-        throw py::value_error(std::string(name) + " must have shape " + expected + ", got " + shape_of(a));
-    if (!(a.flags() & py::array::c_style))
-        throw py::value_error(std::string(name) + " with shape " + shape_of(a) +
-                              " must be C-contiguous (use numpy.ascontiguousarray)");
-    for (py::ssize_t i = 0; i < ndim; ++i)
-        if (a.shape(i) == 0)
-            throw py::value_error(std::string(name) + " must have shape " + expected + " with no empty axis, got " +
-                                  shape_of(a));
-}
-
-template <class T>
-void check_finite_small(const py::array& a, const char* name) {
-    const T* p = static_cast<const T*>(a.data());
-    for (py::ssize_t i = 0; i < a.size(); ++i)
-        if (!std::isfinite(p[i]))
-            throw py::value_error(std::string(name) + " with shape " + shape_of(a) + " holds NaN or Inf (flat index " +
-                                  std::to_string(i) + ")");
-}
-
-void check_finite_small(const py::array& a, const char* name) {
-    if (a.itemsize() == 4) check_finite_small<float>(a, name);
-    else check_finite_small<double>(a, name);
-}
-
-// Any integer array of one dimension, copied to int64.
-std::vector<int64_t> int_vector(const py::array& a, const char* name, const char* expected) {
-    const char kind = a.dtype().kind();
-    if (kind != 'i' && kind != 'u')
-        throw py::type_error(std::string(name) + " must be an integer array " + expected + ", got " + dtype_of(a) +
-                             " with shape " + shape_of(a));
-    if (a.ndim() != 1)
-        throw py::value_error(std::string(name) + " must have shape " + expected + ", got " + shape_of(a));
-    auto c = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
-    return std::vector<int64_t>(c.data(), c.data() + c.size());
-}
-
-void check_range(const std::vector<int64_t>& v, int64_t hi, const char* name, const char* what) {
-    for (size_t i = 0; i < v.size(); ++i)
-        if (v[i] < 0 || v[i] >= hi)
-            throw py::value_error(std::string(name) + "[" + std::to_string(i) + "] = " + std::to_string(v[i]) +
-                                  " is out of range: " + what + " must lie in [0, " + std::to_string(hi) + ")");
-}
-
-void check_unique(const std::vector<int64_t>& v, int64_t D, const char* name) {
-    std::vector<char> seen(static_cast<size_t>(D), 0);
-    for (size_t i = 0; i < v.size(); ++i) {
-        if (seen[v[i]]) throw py::value_error(std::string(name) + " repeats neuron " + std::to_string(v[i]));
-        seen[v[i]] = 1;
-    }
-}
-
-double check_fraction(double p, const char* name) {
-    if (!(p >= 0.0 && p <= 1.0))
-        throw py::value_error(std::string(name) + " must be a fraction of the weight mass in [0, 1], got " +
-                              std::to_string(p));
-    return p;
-}
-
-template <class V>
-py::array_t<typename V::value_type> to_numpy(const V& v) {
-    py::array_t<typename V::value_type> out(static_cast<py::ssize_t>(v.size()));
-    std::copy(v.begin(), v.end(), out.mutable_data());
-    return out;
-}
+using namespace nh::checks;
 
 py::array_t<int64_t> rank_per_class(const py::array& W) {
     check_float(W, "W", 2, "(C, D)");
@@ -366,32 +289,9 @@ py::tuple column_moments(const py::array& X, const py::array& rows) {
     return py::make_tuple(mean, m2);
 }
 
-// Checked: X (B, T, F) float32 with non-negative strides and unit stride on time or on units (read-only
-// allowed; a permuted torch view as it is), count (B,) integers in [0, T]; threads <= 0: num_threads().
-py::tuple frame_moments(const py::array& X, const py::array& count, int threads) {
-    bool strided = X.dtype().kind() == 'f' && X.itemsize() == 4 && X.ndim() == 3;
-    for (py::ssize_t i = 0; strided && i < 3; ++i) strided = X.strides(i) >= 0 && X.strides(i) % 4 == 0;
-    const int64_t B = strided ? X.shape(0) : 0, T = strided ? X.shape(1) : 0, F = strided ? X.shape(2) : 0;
-    const int64_t st = T > 1 && strided ? X.strides(1) / 4 : 1, sf = F > 1 && strided ? X.strides(2) / 4 : 1;
-    if (!strided || (st != 1 && sf != 1))
-        throw py::type_error("X must be a float32 (B, T, F) array with unit stride on time or on units, got " +
-                             dtype_of(X) + " with shape " + shape_of(X));
-    const std::vector<int64_t> n = int_vector(count, "count", "(B,)");
-    if (static_cast<int64_t>(n.size()) != B)
-        throw py::value_error("count has " + std::to_string(n.size()) + " entries but X has " + std::to_string(B) + " items");
-    check_range(n, T + 1, "count", "frame counts");
-    py::array_t<double> mean({B, F}), m2({B, F});
-    if (B * F > 0) {
-        const float* x = static_cast<const float*>(X.data());
-        double* mp = mean.mutable_data();
-        double* qp = m2.mutable_data();
-        py::gil_scoped_release nogil;
-        nh::frame_moments(x, B, T, F, X.strides(0) / 4, st, sf, n.data(), mp, qp, threads > 0 ? threads : nh::num_threads());
-    }
-    return py::make_tuple(mean, m2);
-}
-
 }  // namespace
+
+void bind_pooling(py::module_& m);  // bind_pooling.cpp
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "neurohook's compiled core: neuron ranking and masked re-scoring on numpy arrays.";
@@ -414,9 +314,7 @@ PYBIND11_MODULE(_core, m) {
           "out = ((X[rows][:, cols] - hi) - lo) * inv in one pass (float32; cols None: all columns).");
     m.def("column_moments", &column_moments, py::arg("X"), py::arg("rows"),
           "(mean, m2) float64 (D,) over the rows `rows` of float32 X: column means and summed squared deviations.");
-    m.def("frame_moments", &frame_moments, py::arg("X"), py::arg("count"), py::arg("threads") = 0,
-          "(mean, m2) float64 (B, F) over the first count[b] frames of each item of float32 X (B, T, F), on at most "
-          "`threads` threads (0: the kernels' setting).");
+    bind_pooling(m);
     m.def("set_num_threads", &nh::set_num_threads, py::arg("n"), "Threads the kernels may use (n <= 0: default).");
     m.def("get_num_threads", &nh::num_threads, "Threads the kernels may use.");
 }

@@ -20,6 +20,14 @@
 #endif
 #define NH_INLINE inline __attribute__((always_inline))
 
+// The vector types below are passed by value only between always-inline functions of one clone, and
+// their heap arrays are 64-byte aligned by hand (VectorBuffer): GCC's notes on the baseline ABI of such
+// values and on alignment dropped from template arguments do not apply, so they are silenced here.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+#endif
+
 namespace nh {
 namespace {
 
