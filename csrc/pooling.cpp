@@ -37,6 +37,25 @@ void row_sums(const float* x, int64_t n, double& s, const float* mu, double& d1,
     }
 }
 
+// Both layouts read rows (a unit's frames, or a frame's band of units) and ask for the row about
+// kPrefetchBytes ahead while summing one: a layer's output is pooled right after the layer wrote it
+// (partly into the other core's cache), where the hardware prefetcher alone left the loops at ~6 GB/s.
+// Measured on this project's 2-core Xeon: a (8, 1000, 400) conv output read right after the conv
+// 2.6-2.9 -> 2.0-2.3 ms, a (8, 200, 768) linear output 0.8-1.0 -> 0.6-0.65 ms. A hint only: results
+// are unchanged.
+constexpr int64_t kPrefetchBytes = 2048;
+
+// Rows of `floats` floats to look ahead.
+inline int64_t rows_ahead(int64_t floats) {
+    return std::clamp<int64_t>(kPrefetchBytes / (4 * std::max<int64_t>(floats, 1)), 1, 64);
+}
+
+// Ask for the n floats at x to be brought into cache.
+inline void prefetch(const float* x, int64_t n) {
+    const char* p = reinterpret_cast<const char*>(x);
+    for (int64_t k = 0; k < 4 * n; k += 64) __builtin_prefetch(p + k);
+}
+
 // One unit's frames are contiguous (time stride 1, e.g. a conv output (B, C, T) seen as (B, T, C)): both
 // passes over the same n values, the second from cache.
 void time_contiguous(const float* x, int64_t n, double* mean, double* m2) {
@@ -58,6 +77,7 @@ void time_contiguous(const float* x, int64_t n, double* mean, double* m2) {
 void unit_contiguous(const float* x, int64_t n, int64_t st, int64_t f0, int64_t f1, double* mean, double* m2,
                      std::vector<float>& acc, std::vector<double>& shift) {
     const int64_t w = f1 - f0;
+    const int64_t ahead = rows_ahead(w);
     std::fill(mean + f0, mean + f1, 0.0);
     std::fill(m2 + f0, m2 + f1, 0.0);
     if (n <= 0) return;
@@ -70,6 +90,7 @@ void unit_contiguous(const float* x, int64_t n, int64_t st, int64_t f0, int64_t 
         std::fill(a0, a0 + w, 0.0f);
         for (int64_t t = a; t < std::min(n, a + kBlock); ++t) {
             const float* row = x + t * st + f0;
+            if (t + ahead < n) prefetch(row + ahead * st, w);
             for (int64_t j = 0; j < w; ++j) a0[j] += row[j];
         }
         for (int64_t j = 0; j < w; ++j) mean[f0 + j] += a0[j];
@@ -102,10 +123,15 @@ void unit_contiguous(const float* x, int64_t n, int64_t st, int64_t f0, int64_t 
 void frame_moments(const float* X, int64_t B, int64_t T, int64_t F, int64_t sb, int64_t st, int64_t sf,
                    const int64_t* count, double* mean, double* m2, int threads) {
     if (sf != 1) {  // time at unit stride (units not): one task per (item, unit)
+        const int64_t ahead = rows_ahead(T);
         parallel_for(static_cast<std::size_t>(B * F), static_cast<double>(T), 1 << 16, threads,
                      [&](std::size_t begin, std::size_t end, std::size_t) {
                          for (std::size_t i = begin; i < end; ++i) {
                              const int64_t b = static_cast<int64_t>(i) / F, f = static_cast<int64_t>(i) % F;
+                             if (i + ahead < end) {
+                                 const int64_t j = static_cast<int64_t>(i) + ahead, bj = j / F;
+                                 prefetch(X + bj * sb + (j % F) * sf, count[bj]);
+                             }
                              time_contiguous(X + b * sb + f * sf, count[b], mean + i, m2 + i);
                          }
                      });
