@@ -13,6 +13,7 @@ Usage: python benchmarks/bench_extract.py [--quick]
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
@@ -48,13 +49,41 @@ def batches(waves: list[torch.Tensor], size: int):
         yield [f"u{a + i}" for i in range(len(part))], batch, lengths
 
 
+@contextlib.contextmanager
+def hook_clock(model: torch.nn.Module):
+    """Seconds spent inside the forward hooks and pre-hooks already registered on ``model``'s modules,
+    summed into ``clock[0]``: a clock hook runs first and another last around each module's hooks."""
+    clock = [0.0]
+    start = [0.0]
+    handles = []
+
+    def tick(*args, **kwargs) -> None:
+        start[0] = time.perf_counter()
+
+    def tock(*args, **kwargs) -> None:
+        clock[0] += time.perf_counter() - start[0]
+
+    for module in model.modules():
+        if module._forward_hooks:
+            handles += [module.register_forward_hook(tick, prepend=True), module.register_forward_hook(tock)]
+        if module._forward_pre_hooks:
+            handles += [module.register_forward_pre_hook(tick, prepend=True), module.register_forward_pre_hook(tock)]
+    try:
+        yield clock
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def in_process(name: str, waves: list[torch.Tensor], repeats: int) -> dict:
     """Batch-level pairs: each batch through a plain copy of the model and through the recorded model, in
     ABBA order (drift cancels), so that this shared machine's slow minutes hit both sides of a pair. One
     Recorder takes every pass (each pass's clips under new ids, as a corpus of repeats x clips utterances
     would be): the overhead is the ratio of summed times over all pairs, with a 95 % bootstrap interval
     over pairs and the median pair; ``features()`` at the end is timed on its own and added in
-    ``recorder_overhead_with_features``."""
+    ``recorder_overhead_with_features``. Less exposed to this machine's drift than a difference of two
+    wall times, the time spent inside the Recorder's own hooks (clocks hooked just before and just after
+    them on every module that has one) is reported as a share of the plain forward, ``hook_share``."""
     model = build(name, **MODELS[name]).eval()
     plain_model = copy.deepcopy(model)  # the same weights, no hooks
     spec = probe_layers(model)
@@ -70,21 +99,24 @@ def in_process(name: str, waves: list[torch.Tensor], repeats: int) -> dict:
         for _, w, n in data:  # warm-up of both
             plain_model(w, n)
             model(w, n)
-        with Recorder(model, spec.layers, spec.pooling, overrides=spec.overrides) as rec:
+        with Recorder(model, spec.layers, spec.pooling, overrides=spec.overrides) as rec, hook_clock(model) as clock:
             for r in range(repeats):
                 for i, (ids, w, n) in enumerate(data):
                     with rec.batch([f"{u}-{r}" for u in ids], lengths=n):
                         recorded_first = (r + i) % 2 == 1
+                        clock[0] = 0.0
                         t_rec = forward(model, w, n) if recorded_first else 0.0
                         t_plain = forward(plain_model, w, n)
                         t_rec = t_rec if recorded_first else forward(model, w, n)
-                    pairs.append((t_plain, t_rec))
+                    pairs.append((t_plain, t_rec, clock[0]))
         t0 = time.perf_counter()
         feats = rec.features()
         features_s = time.perf_counter() - t0
-    plain, recorded = np.array(pairs).T
+    plain, recorded, hooks = np.array(pairs).T
     rng = np.random.default_rng(0)
-    boot = [(recorded[i].sum() / plain[i].sum() - 1) for i in rng.integers(0, len(pairs), (2000, len(pairs)))]
+    draws = rng.integers(0, len(pairs), (2000, len(pairs)))
+    boot = [(recorded[i].sum() / plain[i].sum() - 1) for i in draws]
+    share = [hooks[i].sum() / plain[i].sum() for i in draws]
     passes = repeats * len(waves)
     return {"columns": int(feats.shape[1]), "utterances_recorded": int(feats.shape[0]), "repeats": repeats,
             "pairs": len(pairs), "plain_forward_s": plain.sum() / repeats, "with_recorder_s": recorded.sum() / repeats,
@@ -92,6 +124,8 @@ def in_process(name: str, waves: list[torch.Tensor], repeats: int) -> dict:
             "recorder_overhead": recorded.sum() / plain.sum() - 1,
             "recorder_overhead_95ci": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
             "recorder_overhead_median_pair": float(np.median(recorded / plain - 1)),
+            "hook_ms_per_pass": 1000 * hooks.sum() / repeats, "hook_share": hooks.sum() / plain.sum(),
+            "hook_share_95ci": [float(np.percentile(share, 2.5)), float(np.percentile(share, 97.5))],
             "features_s": features_s,
             "recorder_overhead_with_features": (recorded.sum() + features_s) / plain.sum() - 1,
             "target_overhead": 0.05}
