@@ -65,6 +65,12 @@ def run_toy(corpus: Path, out: Path, delay: float = 0.0, launcher: list[str] | N
     return subprocess.Popen(cmd, env=env, cwd=corpus, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+def finish(proc: subprocess.Popen, timeout: float) -> None:
+    """Wait for ``proc`` reading its output (a full pipe cannot stall it; the pipe is closed after)."""
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out.decode()
+
+
 def reference(corpus: Path) -> Features:
     sys.path.insert(0, str(corpus))
     try:
@@ -90,7 +96,7 @@ def assert_same(a: Features, b: Features) -> None:
 
 def test_sharded_extraction_equals_one_recorder_pass(corpus, tmp_path):
     proc = run_toy(corpus, tmp_path / "out")
-    assert proc.wait(timeout=120) == 0, proc.stdout.read().decode()
+    finish(proc, timeout=120)
     got = Features.load(tmp_path / "out" / "features.npz")
     assert len(list((tmp_path / "out" / "shards").glob("shard-*.safetensors"))) == 4  # 11 utterances, 3 a shard
     assert_same(got, reference(corpus))
@@ -105,14 +111,14 @@ def test_killed_extraction_resumes_to_identical_features(corpus, tmp_path):
         assert time.time() < deadline and proc.poll() is None, "no shard was written"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.communicate()
     done = sorted(p.name for p in (out / "shards").glob("shard-*.safetensors"))
     assert 1 <= len(done) < 4 and not (out / "features.npz").exists()
     # a write cut short leaves at most a hidden temporary file, never a partial shard
     assert not [p for p in (out / "shards").iterdir() if not p.name.startswith(".") and p.suffix != ".safetensors"]
     first = (out / "shards" / done[0]).stat().st_mtime_ns
     proc = run_toy(corpus, out)
-    assert proc.wait(timeout=120) == 0, proc.stdout.read().decode()
+    finish(proc, timeout=120)
     assert (out / "shards" / done[0]).stat().st_mtime_ns == first  # kept, not recomputed
     assert_same(Features.load(out / "features.npz"), reference(corpus))
 
@@ -123,7 +129,7 @@ def test_killed_extraction_resumes_to_identical_features(corpus, tmp_path):
 def test_torchrun_two_processes_equal_one(corpus, tmp_path):
     torchrun = str(Path(sys.executable).with_name("torchrun")) if Path(sys.executable).with_name("torchrun").exists() else "torchrun"
     proc = run_toy(corpus, tmp_path / "two", launcher=[torchrun, "--nproc_per_node=2", "--master_port=29517"])
-    assert proc.wait(timeout=180) == 0, proc.stdout.read().decode()
+    finish(proc, timeout=180)
     assert_same(Features.load(tmp_path / "two" / "features.npz"), reference(corpus))
 
 
