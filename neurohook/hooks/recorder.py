@@ -276,7 +276,8 @@ class Recorder:
                 for s in self._specs:
                     if s.lengths_fn is not None:
                         n = self._override_lengths(s, lens)
-                        call.layer_lengths[s.name] = n, int(n.min()) if n.numel() else 0, int(n.max()) if n.numel() else 0
+                        lo, hi = (int(n.min()), int(n.max())) if n.numel() else (0, 0)
+                        call.layer_lengths[s.name] = n, lo, hi
         self._local.call = call
 
     def _trace_hook(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
