@@ -189,6 +189,70 @@ def _restart(state: ProbeState, classes: np.ndarray, mean: np.ndarray, scale: np
     return np.concatenate([W.ravel(), b]).astype(np.float32)
 
 
+def _line_search(problem: _Problem, moving: list, x: dict, d: dict, t: dict, gtd: dict, f: dict, g: dict,
+                 active: dict, at_x: dict | None) -> tuple[dict, dict, dict, dict | None]:
+    """Armijo steps from x along d for the spans ``moving``: (trial points, their objectives, gradients,
+    kept logits or None). Each active probe starts at step t (per probe, updated in place) and halves
+    it until its objective falls enough; only the probes whose step was rejected are evaluated again.
+    With the logits at x kept (``at_x``), rejected steps are first halved on those logits, no pass."""
+    trial = {s: x[s] + t[s][:, None] * d[s] for s in moving}
+    f_new, g_new = {s: f[s].clone() for s in moving}, {s: g[s].clone() for s in moving}
+    at_trial = None if at_x is None else {s: at_x[s].clone() for s in moving}
+    _evaluate(problem, trial, {s: active[s].nonzero()[:, 0] for s in moving}, f_new, g_new, at_trial)  # probes still moving
+
+    def rejected() -> tuple[dict, dict]:
+        bad = {s: active[s] & (f_new[s] > f[s] + 1e-4 * t[s] * gtd[s]) for s in moving}
+        return bad, {s: bad[s].nonzero()[:, 0] for s in moving if bad[s].any()}
+
+    if at_x is not None and at_trial is not None:  # halved on the kept logits, then one pass evaluates where they stop
+        _, redo = rejected()
+        for s, i in redo.items():
+            t[s][i] = _backtrack(problem, s, i, at_x[s][:, i], at_trial[s][:, i], x[s][i], d[s][i], t[s][i], f[s][i],
+                                 gtd[s][i])
+            trial[s] = x[s] + t[s][:, None] * d[s]
+        if redo:
+            _evaluate(problem, trial, redo, f_new, g_new, at_trial)
+    for _ in range(30):
+        bad, redo = rejected()
+        if not redo:
+            break
+        for s in redo:
+            t[s] = torch.where(bad[s], t[s] * 0.5, t[s])  # accepted probes keep their step
+            trial[s] = x[s] + t[s][:, None] * d[s]
+        _evaluate(problem, trial, redo, f_new, g_new, at_trial)
+    return trial, f_new, g_new, at_trial
+
+
+def _curvature_pair(step: torch.Tensor, dy: torch.Tensor, active: torch.Tensor
+                    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """L-BFGS's update from steps and gradient changes (P, n) of P probes: (which probes take it (P,),
+    the history pair (step, dy, rho) with rho 0 where they do not, the initial Hessian scale (P,))."""
+    ys = (step * dy).sum(dim=1)
+    norms = ((step * step).sum(dim=1) * (dy * dy).sum(dim=1)).sqrt()
+    ok = active & (ys > 1e-8 * norms) & (ys > 0)  # curvature relative to the step: small steps count
+    rho = torch.where(ok, 1.0 / ys.clamp(min=1e-30), torch.zeros_like(ys))  # rho 0: no update
+    return ok, (step, dy, rho), ys / (dy * dy).sum(dim=1).clamp(min=1e-20)
+
+
+def _start(members: dict, classes: np.ndarray, mean: np.ndarray, scale: np.ndarray,
+           init: Sequence[ProbeState | None] | None, dev: torch.device) -> dict:
+    """Starting points (probes, C * w + C) per span: zeros, or a block's ``init`` state re-expressed."""
+    C = len(classes)
+    x = {s: torch.zeros(len(m), C * (s[1] - s[0]) + C, device=dev) for s, m in members.items()}
+    for s, m in members.items():
+        for j, i in enumerate(m):
+            if init is not None and init[i] is not None:
+                x[s][j] = torch.from_numpy(_restart(init[i], classes, mean[s[0] : s[1]], scale[s[0] : s[1]])).to(dev)
+    return x
+
+
+def _state(v: torch.Tensor, classes: np.ndarray, mean: np.ndarray, scale: np.ndarray, iters: int) -> ProbeState:
+    """A probe's state from its point v (C * w + C,): weights (C, w) then intercepts (C,)."""
+    C, w = len(classes), len(mean)
+    a = v.cpu().numpy().astype(np.float32)
+    return ProbeState(classes, np.ascontiguousarray(a[: C * w].reshape(C, w)), a[C * w :].copy(), mean, scale, iters)
+
+
 def lbfgs_probes(X: Any, y: np.ndarray, blocks: Sequence[Block], rows: np.ndarray | None = None, *,
                  max_iter: int = 200, tol: float = 1e-5, device: str | torch.device = "cpu",
                  history: int = 10, init: Sequence[ProbeState | None] | None = None,
@@ -218,16 +282,12 @@ def lbfgs_probes(X: Any, y: np.ndarray, blocks: Sequence[Block], rows: np.ndarra
     pen = {s: tuple(torch.tensor([blocks[i][j] for i in m], dtype=torch.float32, device=dev)[:, None]
                     for j in (2, 3)) for s, m in members.items()}
     problem = _Problem(_Rows(X, rows, mean, scale, dev, columns), Y, C, spans, pen)
-    x = {s: torch.zeros(len(m), C * (s[1] - s[0]) + C, device=dev) for s, m in members.items()}
-    for s, m in members.items():
-        for j, i in enumerate(m):
-            if init is not None and init[i] is not None:
-                x[s][j] = torch.from_numpy(_restart(init[i], classes, mean[s[0] : s[1]], scale[s[0] : s[1]])).to(dev)
+    x = _start(members, classes, mean, scale, init, dev)
     f = {s: torch.zeros(len(m), device=dev) for s, m in members.items()}
     g = {s: torch.zeros_like(v) for s, v in x.items()}
     # the probes' logits per row at x, kept when small: a rejected step is then halved without passes
-    keep = len(rows) * len(blocks) * C <= LOGITS_ELEMENTS
-    at_x = {s: torch.zeros(len(rows), len(m), C, device=dev) for s, m in members.items()} if keep else None
+    at_x = ({s: torch.zeros(len(rows), len(m), C, device=dev) for s, m in members.items()}
+            if len(rows) * len(blocks) * C <= LOGITS_ELEMENTS else None)
     _evaluate(problem, x, {s: torch.arange(len(m), device=dev) for s, m in members.items()}, f, g, at_x)
     hist: dict = {s: [] for s in spans}
     gamma = {s: torch.ones(len(m), device=dev) for s, m in members.items()}
@@ -245,47 +305,19 @@ def lbfgs_probes(X: Any, y: np.ndarray, blocks: Sequence[Block], rows: np.ndarra
             d[s] = _direction(g[s], hist[s], gamma[s]) if hist[s] else -g[s] / lipschitz[s][:, None]
             gtd[s] = (g[s] * d[s]).sum(dim=1)
             t[s] = active[s].float()  # converged probes of a moving span stay where they are
-        trial = {s: x[s] + t[s][:, None] * d[s] for s in moving}
-        f_new, g_new = {s: f[s].clone() for s in moving}, {s: g[s].clone() for s in moving}
-        at_trial = {s: at_x[s].clone() for s in moving} if keep else None
-        _evaluate(problem, trial, {s: active[s].nonzero()[:, 0] for s in moving}, f_new, g_new, at_trial)  # probes still moving
-        if keep:  # rejected steps halved on the kept logits, then one pass evaluates where they stop
-            bad = {s: active[s] & (f_new[s] > f[s] + 1e-4 * t[s] * gtd[s]) for s in moving}
-            redo = {s: bad[s].nonzero()[:, 0] for s in moving if bad[s].any()}
-            for s, i in redo.items():
-                t[s][i] = _backtrack(problem, s, i, at_x[s][:, i], at_trial[s][:, i], x[s][i], d[s][i], t[s][i], f[s][i],
-                                     gtd[s][i])
-                trial[s] = x[s] + t[s][:, None] * d[s]
-            if redo:
-                _evaluate(problem, trial, redo, f_new, g_new, at_trial)
-        for _ in range(30):  # backtracking (Armijo) per probe: only the probes whose step was rejected are evaluated again
-            bad = {s: active[s] & (f_new[s] > f[s] + 1e-4 * t[s] * gtd[s]) for s in moving}
-            redo = {s: bad[s].nonzero()[:, 0] for s in moving if bad[s].any()}
-            if not redo:
-                break
-            for s in redo:
-                t[s] = torch.where(bad[s], t[s] * 0.5, t[s])  # accepted probes keep their step
-                trial[s] = x[s] + t[s][:, None] * d[s]
-            _evaluate(problem, trial, redo, f_new, g_new, at_trial)
+        trial, f_new, g_new, at_trial = _line_search(problem, moving, x, d, t, gtd, f, g, active, at_x)
         for s in moving:
-            step, dy = trial[s] - x[s], g_new[s] - g[s]
-            ys = (step * dy).sum(dim=1)
-            norms = ((step * step).sum(dim=1) * (dy * dy).sum(dim=1)).sqrt()
-            ok = active[s] & (ys > 1e-8 * norms) & (ys > 0)  # curvature relative to the step: small steps count
-            rho = torch.where(ok, 1.0 / ys.clamp(min=1e-30), torch.zeros_like(ys))  # rho 0: no update
-            hist[s] = (hist[s] + [(step, dy, rho)])[-history:]
-            gamma[s] = torch.where(ok, ys / (dy * dy).sum(dim=1).clamp(min=1e-20), gamma[s])
+            ok, pair, scale_s = _curvature_pair(trial[s] - x[s], g_new[s] - g[s], active[s])
+            hist[s] = (hist[s] + [pair])[-history:]
+            gamma[s] = torch.where(ok, scale_s, gamma[s])
             stalled = active[s] & ((f[s] - f_new[s]).abs() <= 1e-9 * f[s].abs().clamp(min=1))
             x[s], f[s], g[s] = trial[s], f_new[s], g_new[s]
-            if keep:
+            if at_x is not None:
                 at_x[s] = at_trial[s]
             iters[s] += active[s].long()
             active[s] = active[s] & ~stalled & (g[s].abs().amax(dim=1) > tol)
     states: list[ProbeState | None] = [None] * len(blocks)
     for s, m in members.items():
-        w = s[1] - s[0]
         for j, i in enumerate(m):
-            v = x[s][j].cpu().numpy().astype(np.float32)
-            states[i] = ProbeState(classes, np.ascontiguousarray(v[: C * w].reshape(C, w)), v[C * w :].copy(),
-                                   mean[s[0] : s[1]], scale[s[0] : s[1]], int(iters[s][j]))
+            states[i] = _state(x[s][j], classes, mean[s[0] : s[1]], scale[s[0] : s[1]], int(iters[s][j]))
     return states  # type: ignore[return-value]
