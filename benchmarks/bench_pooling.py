@@ -106,47 +106,10 @@ def peak_bytes(fn: Callable[[], Any], device: torch.device) -> tuple[int, str]:
     return harness.peak_bytes(fn, "memray")
 
 
-def bench_duration(
-    model: torch.nn.Module, seconds: float, repeats: int, device: torch.device, warm_up: bool
-) -> dict[str, Any]:
-    """All measurements for one utterance of ``seconds``."""
-    torch.manual_seed(0)
-    wave = torch.randn(1, int(seconds * SAMPLE_RATE), device=device)
-    layers = [model.encoder.transformer.layers[i] for i in range(12)]
-    rec = Recorder(model, ["encoder." + LAYERS], pooling="mean")
-
-    def plain() -> None:
-        model(wave)
-
-    def recorded() -> None:
-        with rec, rec.batch(["u"]):
-            model(wave)
-
-    pooled: list[torch.Tensor] = []
-
-    def store_all() -> torch.Tensor:
-        keep = StoreAll(layers)
-        try:
-            model(wave)
-            return keep.pool()
-        finally:
-            keep.close()
-
+def encoder_memory(model: torch.nn.Module, wave: torch.Tensor, device: torch.device) -> tuple[int, dict[str, Any]]:
+    """(encoder frames, peak and held memory of the plain, recorded and store-everything encoder passes);
+    the encoder phase only: the features are computed outside the measured region."""
     with torch.inference_mode():
-        if warm_up:
-            timed(plain, device)
-        plain_t, rec_t, store_t = [], [], []
-        pooled_store = None
-        for _ in range(repeats):  # interleave to share drift
-            plain_t.append(timed(plain, device))
-            rec_t.append(timed(recorded, device))
-            store_t.append(timed(lambda: pooled.append(store_all()), device))
-        pooled_rec = rec.features().values
-        hook_s = hook_seconds(recorded)
-        pooled_store = pooled[-1].cpu().numpy()
-        max_diff = float(abs(pooled_rec - pooled_store).max())
-
-        # memory: encoder phase only (features computed outside the measured region)
         feats, _ = model.feature_extractor(wave, None)
         enc_layers = [model.encoder.transformer.layers[i] for i in range(12)]
         enc_rec = Recorder(model.encoder, LAYERS, pooling="mean")
@@ -177,10 +140,61 @@ def bench_duration(
 
     extra_rec = max(0, peak_rec - peak_plain)
     extra_store = max(0, peak_store - peak_plain)
+    return int(feats.shape[1]), {
+        "method": how,
+        "phase": "encoder (12 transformer layers)",
+        "peak_bytes": {"plain": peak_plain, "recorder": peak_rec, "store_all": peak_store},
+        "extra_peak_bytes": {"recorder": extra_rec, "store_all": extra_store},
+        "held_bytes": held,
+        "extra_peak_ratio_store_all_over_recorder": extra_store / max(extra_rec, 1),
+        "held_ratio_store_all_over_recorder": held["store_all"] / max(held["recorder"], 1),
+    }
+
+
+def bench_duration(
+    model: torch.nn.Module, seconds: float, repeats: int, device: torch.device, warm_up: bool
+) -> dict[str, Any]:
+    """All measurements for one utterance of ``seconds``."""
+    torch.manual_seed(0)
+    wave = torch.randn(1, int(seconds * SAMPLE_RATE), device=device)
+    layers = [model.encoder.transformer.layers[i] for i in range(12)]
+    rec = Recorder(model, ["encoder." + LAYERS], pooling="mean")
+
+    def plain() -> None:
+        model(wave)
+
+    def recorded() -> None:
+        with rec, rec.batch(["u"]):
+            model(wave)
+
+    pooled: list[torch.Tensor] = []
+
+    def store_all() -> torch.Tensor:
+        keep = StoreAll(layers)
+        try:
+            model(wave)
+            return keep.pool()
+        finally:
+            keep.close()
+
+    with torch.inference_mode():
+        if warm_up:
+            timed(plain, device)
+        plain_t, rec_t, store_t = [], [], []
+        for _ in range(repeats):  # interleave to share drift
+            plain_t.append(timed(plain, device))
+            rec_t.append(timed(recorded, device))
+            store_t.append(timed(lambda: pooled.append(store_all()), device))
+        pooled_rec = rec.features().values
+        hook_s = hook_seconds(recorded)
+        pooled_store = pooled[-1].cpu().numpy()
+        max_diff = float(abs(pooled_rec - pooled_store).max())
+
+    frames, memory = encoder_memory(model, wave, device)
     plain_med, rec_med, store_med = (min(v) for v in (plain_t, rec_t, store_t))
     return {
         "seconds": seconds,
-        "frames": int(feats.shape[1]),
+        "frames": frames,
         "forward_s": {"plain": plain_med, "recorder": rec_med, "store_all": store_med},
         "forward_s_all_repeats": {"plain": plain_t, "recorder": rec_t, "store_all": store_t},
         "recorder_over_plain": rec_med / plain_med,
@@ -188,15 +202,7 @@ def bench_duration(
         "hook_s_over_plain_forward": hook_s / plain_med,
         "store_all_over_recorder": store_med / rec_med,
         "pooled_max_abs_diff_vs_store_all": max_diff,
-        "memory": {
-            "method": how,
-            "phase": "encoder (12 transformer layers)",
-            "peak_bytes": {"plain": peak_plain, "recorder": peak_rec, "store_all": peak_store},
-            "extra_peak_bytes": {"recorder": extra_rec, "store_all": extra_store},
-            "held_bytes": held,
-            "extra_peak_ratio_store_all_over_recorder": extra_store / max(extra_rec, 1),
-            "held_ratio_store_all_over_recorder": held["store_all"] / max(held["recorder"], 1),
-        },
+        "memory": memory,
     }
 
 
