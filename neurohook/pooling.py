@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from neurohook.moments import DEFAULT_CHUNK_ELEMENTS, BatchMoments, _compiled_moments, batch_moments, merge_moments
+from neurohook.moments import DEFAULT_CHUNK_ELEMENTS, BatchMoments, batch_moments, merge_moments
+from neurohook.ranking import _core  # the checked import of the compiled core
 
 __all__ = [
     "POOLINGS",
@@ -121,7 +122,7 @@ class RunningPool:
         self.feature_shape: tuple[int, ...] | None = None
         self.device: torch.device | None = None
         self._state: BatchMoments | None = None
-        # NumPy views (count (rows,), mean and m2 (rows, width)) of CPU mean / std storage, for _store_new_rows
+        # NumPy views (count (rows,), mean and m2 (rows, width)) of CPU mean / std storage, for store_new_rows
         self._cpu_views: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
 
     @property
@@ -163,8 +164,10 @@ class RunningPool:
             min=torch.full(shape, math.inf, **opts) if needs["need_min"] else None,
         )
 
-    def _reserve(self, rows: int) -> None:
-        """Grow storage (doubling) so that ``rows`` slots exist."""
+    def reserve(self, rows: int) -> None:
+        """Grow storage (doubling) so that ``rows`` slots exist; nothing before the first :meth:`update`."""
+        if self.feature_shape is None:
+            return
         if self._state is None:
             self._state = self._empty(max(rows, 16))
         elif rows > self.capacity:
@@ -198,7 +201,7 @@ class RunningPool:
         if self._store_new_rows(x, lengths, slots):
             return
         slots = slots.to(self.device)
-        self._reserve(int(slots.max()) + 1 if slots.numel() else 0)
+        self.reserve(int(slots.max()) + 1 if slots.numel() else 0)
         part = batch_moments(x, lengths, dtype=self.dtype, chunk_elements=self.chunk_elements, **self._needs())
         if x.device != self.device:  # e.g. DataParallel replicas: merge on the storage device
             part = BatchMoments(
@@ -218,52 +221,51 @@ class RunningPool:
             if getattr(state, k) is not None:
                 getattr(state, k).index_copy_(0, slots, getattr(new, k))
 
+    def store_new_rows(self, frames: np.ndarray, count: np.ndarray | None, rows: np.ndarray, *,
+                       time_last: bool = False) -> bool:
+        """Write the statistics of rows not seen before straight into CPU storage by one compiled call, no
+        tensor operation: a Recorder's common case (each utterance in one forward call), where each
+        operation counts: right after a large layer the caches are cold and even a small one takes
+        20-100 us (sre-cnn, benchmarks/bench_extract.py).
+
+        Example::
+
+            pool.reserve(n_rows)                                  # rows 0..n_rows-1 allocated
+            pool.store_new_rows(conv_out.numpy(), count, rows, time_last=True)   # (B, D, T), (B,), (B,)
+
+        ``frames`` float32 (B, T, F), (B, F, T) with ``time_last``, or (B, F) (one frame each); ``count``
+        (B,) valid frames of each (None: all; clamped to [0, T]); ``rows`` (B,) int64. False, with nothing
+        written, where this does not apply (before the first :meth:`update`; CUDA storage; max / min;
+        frames of another width, dtype or strides; rows beyond the capacity, repeated or seen before):
+        then :meth:`update` merges."""
+        views = self._cpu_views
+        return views is not None and _core.store_frame_moments(frames, count, rows, *views, time_last)
+
     def _store_new_rows(self, x: Tensor, lengths: Tensor | None, slots: Tensor) -> bool:
-        """Write the statistics of rows not seen before straight into CPU storage, by the compiled kernel
-        and a few NumPy operations on views of the storage, no tensor temporaries: a Recorder's common
-        case (each utterance in one forward call). Each operation counts here: right after a large layer
-        the caches are cold and even a small one takes 50-100 us (sre-cnn, benchmarks/bench_extract.py).
-        False where it does not apply (CUDA; max / min; rows seen before, as in chunked streaming;
-        frames the kernel does not take): then :meth:`update` merges."""
-        if not (x.is_cpu and slots.is_cpu and (lengths is None or lengths.is_cpu)) or self.pooling in ("max", "min"):
+        """:meth:`store_new_rows` for :meth:`update`'s tensors (storage grown to the rows first)."""
+        if not (x.is_cpu and slots.is_cpu and (lengths is None or lengths.is_cpu)) or x.dtype != torch.float32:
             return False
         rows = slots.numpy()
-        if not len(rows):
+        if len(rows):
+            self.reserve(int(rows.max()) + 1)
+        try:
+            flat = x.view(x.shape[0], x.shape[1], -1)  # units flattened, never copied
+        except RuntimeError:
             return False
-        top = int(rows.max())
-        if self._cpu_views is None or top >= len(self._cpu_views[0]):
-            self._reserve(top + 1)
-        if self._cpu_views is None:
-            return False
-        counts, means, m2s = self._cpu_views
-        if counts[rows].any():
-            return False
-        frames = x.shape[1]
-        if lengths is None:
-            count = np.full(len(rows), frames, dtype=np.int64)
-        else:  # clamped to [0, frames] by ufuncs (np.clip's Python layer costs more here)
-            count = np.minimum(np.maximum(lengths.numpy().astype(np.int64, copy=False), 0), frames)
-        moments = _compiled_moments(x, count)
-        if moments is None:
-            return False
-        counts[rows] = count
-        means[rows] = moments[0]
-        if m2s is not None:
-            m2s[rows] = moments[1]
-        return True
+        return self.store_new_rows(flat.numpy(), None if lengths is None else lengths.numpy(), rows)
 
     def counts(self, rows: int) -> Tensor:
         """Frames seen per row (rows,) int64 on CPU."""
         if self._state is None:
             return torch.zeros(rows, dtype=torch.int64)
-        self._reserve(rows)
+        self.reserve(rows)
         return self._state.count[:rows].cpu()
 
     def result(self, rows: int) -> Tensor:
         """Pooled values (rows, S * width) float32 on CPU for slots ``0..rows-1``."""
         if self._state is None:
             raise RuntimeError("no activations were pooled")
-        self._reserve(rows)
+        self.reserve(rows)
         s = self._state
         view = BatchMoments(
             **{k: (None if getattr(s, k) is None else getattr(s, k)[:rows]) for k in ("count", "mean", "m2", "max", "min")}

@@ -243,3 +243,48 @@ def test_new_rows_written_directly_equal_the_merge_path(dtype: torch.dtype, mode
                           reference(x1[2:], [20], mode), reference(x1[:1], [33], mode)])
     assert rel_err(got[seen], ref) <= 1e-5
     assert torch.equal(direct.counts(5), torch.tensor([8, 12, 20, 0, 33]))
+
+
+@pytest.mark.parametrize("store_dtype", [np.float32, np.float64])
+def test_compiled_store_into_rows_against_reference_and_its_refusals(store_dtype: type) -> None:
+    """_core.store_frame_moments: counts, means and M2 written into the given rows (frames (B, T, F),
+    (B, F, T), (B, F); counts clamped to [0, T]) equal the float64 reference; where it must not write
+    (a row seen before, repeated or beyond the storage; frames of another width, dtype or batch size),
+    False and the storage unchanged; storage of the wrong kind raises."""
+    from neurohook.ranking import _core
+
+    lengths, F = [9, 1, 4], 5
+    x = padded_batch(lengths, dim=F, offset=50.0, seed=3)  # (3, 9, 5)
+    ref_mean = np.stack([x[b, :n].double().mean(0).numpy() for b, n in enumerate(lengths)])
+    ref_m2 = np.stack([((x[b, :n].double() - x[b, :n].double().mean(0)) ** 2).sum(0).numpy()
+                       for b, n in enumerate(lengths)])
+    count_in = np.array([9, 1, 4])
+    frames_of = {"BTD": (x.numpy(), False), "BDT": (x.transpose(1, 2).numpy(), True)}
+    for name, (frames, time_last) in frames_of.items():
+        counts, mean, m2 = np.zeros(6, np.int64), np.zeros((6, F), store_dtype), np.zeros((6, F), store_dtype)
+        clamped = np.array([40, 1, 4]) if name == "BDT" else count_in  # 40 > T: clamped to 9
+        assert _core.store_frame_moments(frames, clamped, np.array([5, 0, 2]), counts, mean, m2, time_last)
+        assert counts.tolist() == [1, 0, 4, 0, 0, 9]
+        assert rel_err(mean[[5, 0, 2]], ref_mean) <= 1e-6 and rel_err(m2[[5, 0, 2]], ref_m2) <= 1e-5
+        assert not mean[[1, 3, 4]].any()
+        before = (counts.copy(), mean.copy(), m2.copy())
+        refused = [
+            (frames, clamped, np.array([1, 3, 5])),  # row 5 seen before
+            (frames, clamped, np.array([1, 1, 3])),  # repeated
+            (frames, clamped, np.array([1, 3, 6])),  # beyond the storage
+            (frames[:2], clamped[:2], np.array([1, 3, 4])),  # 2 items, 3 rows
+            (frames.astype(np.float64), clamped, np.array([1, 3, 4])),
+        ]
+        for args in refused:
+            assert not _core.store_frame_moments(*args, counts, mean, m2, time_last)
+        assert not _core.store_frame_moments(frames, clamped, np.array([1, 3, 4]), counts[:6], mean[:, :4].copy(),
+                                             None, time_last)  # another width
+        assert all(np.array_equal(a, b) for a, b in zip(before, (counts, mean, m2)))
+    counts, mean = np.zeros(4, np.int64), np.zeros((4, F), store_dtype)
+    assert _core.store_frame_moments(x[:, 0].numpy(), None, np.array([3, 1, 0]), counts, mean, None)  # (B, F)
+    assert counts.tolist() == [1, 1, 0, 1] and np.allclose(mean[[3, 1, 0]], x[:, 0].numpy(), rtol=1e-6)
+    with pytest.raises(TypeError, match="counts must be a writable, C-contiguous int64"):
+        _core.store_frame_moments(x.numpy(), None, np.array([0, 1, 2]), np.zeros(4, np.int32), mean, None)
+    mean.setflags(write=False)
+    with pytest.raises(ValueError, match="mean must be writable"):
+        _core.store_frame_moments(x.numpy(), None, np.array([0, 1, 2]), np.zeros(4, np.int64), mean, None)
