@@ -109,6 +109,49 @@ def test_paper_cnn_stats_pooling_matches_reference() -> None:
     assert feats.unit(0) == ("conv1", 0, "mean") and feats.unit(32) == ("conv1", 0, "std")
 
 
+def test_compiled_path_equals_the_tensor_path_and_is_taken(monkeypatch) -> None:
+    """The compiled path (CPU float32 (B, D, T) and (B, D) outputs, lengths known to the pre-hook, rows not
+    seen before) records bit for bit what the tensor path records, storage growing past its first 16
+    rows; it is taken from a layer's second batch on, and not for ids seen before (merged)."""
+    from neurohook.models import build, probe_layers
+
+    torch.manual_seed(0)
+    model = build("sre-cnn", size="small").eval()
+    spec = probe_layers(model)
+    g = torch.Generator().manual_seed(1)
+    batches = []
+    for b in range(6):  # 20 new utterances in 5 batches, then batch 0's ids again
+        n = torch.randint(4000, 9000, (4,), generator=g)
+        batches.append(([f"u{4 * (b % 5) + i}" for i in range(4)], torch.randn(4, int(n.max()), generator=g) * 0.1, n))
+    taken: list[tuple[str, bool]] = []
+    original = Recorder._store_compiled
+
+    def counted(self: Recorder, layer, output) -> bool:
+        ok = original(self, layer, output)
+        taken.append((layer.name, ok))
+        return ok
+
+    def record() -> tuple[Features, dict]:
+        rec = Recorder(model, spec.layers, spec.pooling, overrides=spec.overrides)
+        lengths = {}
+        with rec, torch.no_grad():
+            for ids, wave, n in batches:
+                with rec.batch(ids, lengths=n):
+                    model(wave, n)
+                lengths.update({k: v.clone() for k, v in rec.last_lengths.items() if v is not None})
+        return rec.features(), lengths
+
+    monkeypatch.setattr(Recorder, "_store_compiled", counted)
+    compiled, lengths = record()
+    monkeypatch.setattr(Recorder, "_store_compiled", lambda *args: False)
+    tensor_path, tensor_lengths = record()
+    assert compiled.ids == tensor_path.ids and len(compiled.ids) == 20
+    np.testing.assert_array_equal(compiled.values, tensor_path.values)
+    assert lengths.keys() == tensor_lengths.keys() and all(torch.equal(lengths[k], tensor_lengths[k]) for k in lengths)
+    layers = len(spec.layers)
+    assert [ok for _, ok in taken] == [False] * layers + [True] * 4 * layers + [False] * layers
+
+
 def test_paper_cnn_full_size_has_11100_neurons() -> None:
     torch.manual_seed(0)
     model = PaperCNN((1000, 1000, 1000, 1500), (1500, 600)).eval()

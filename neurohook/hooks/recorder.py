@@ -29,6 +29,9 @@ __all__ = ["Recorder"]
 
 logger = logging.getLogger(__name__)
 
+#: Layouts that the compiled path (Recorder._store_compiled) reads without a tensor operation.
+_COMPILED_LAYOUTS = ("BDT", "BTD", "BD")
+
 #: Whether a torch profiler is recording (any: torch.profiler, autograd's, one started from C++); where
 #: torch lacks the query, always True (every hook call then opens a range, as before).
 _profiler_enabled: Callable[[], bool] = getattr(torch._C._autograd, "_profiler_enabled", lambda: True)
@@ -53,7 +56,9 @@ class _Call:
     offset: int = 0
     size: int = 0
     slot_cache: dict[torch.device | str, Tensor] = field(default_factory=dict)
-    layer_lengths: dict[str, tuple[Tensor, int, int]] = field(default_factory=dict)  # overrides': (lengths, min, max)
+    rows: np.ndarray | None = None  # (size,) int64 storage rows, for the compiled path
+    # the overrides' (lengths, min, max, lengths as a NumPy array or None off the CPU)
+    layer_lengths: dict[str, tuple[Tensor, int, int, np.ndarray | None]] = field(default_factory=dict)
 
 
 class Recorder:
@@ -232,6 +237,8 @@ class Recorder:
                 self._slot_of[u] = len(self._ids)
                 self._ids.append(u)
             slots.append(self._slot_of[u])
+        for pool in self._pools.values():  # here, not between the layers
+            pool.reserve(len(self._ids))
         self._batch = _Batch(ids, slots, lens, padded_length)
         table = {padded_length: lens} if (lens is not None and padded_length is not None) else None
         self._local.call = _Call(table, lens, 0, len(ids))
@@ -270,14 +277,14 @@ class Recorder:
             if lens.numel() and int(lens.max()) > t0:
                 raise ValueError(f"a length {int(lens.max())} exceeds the padded input length {t0}")
             table = {t0: lens}
-        call = _Call(table, lens, offset, size)
+        call = _Call(table, lens, offset, size, rows=np.asarray(batch.slots[offset : offset + size], dtype=np.int64))
         if lens is not None:  # the overrides' lengths now, before the layers run: cheaper than between them
             with torch.no_grad():
                 for s in self._specs:
                     if s.lengths_fn is not None:
                         n = self._override_lengths(s, lens)
                         lo, hi = (int(n.min()), int(n.max())) if n.numel() else (0, 0)
-                        call.layer_lengths[s.name] = n, lo, hi
+                        call.layer_lengths[s.name] = n, lo, hi, n.numpy() if n.is_cpu else None
         self._local.call = call
 
     def _trace_hook(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
@@ -295,12 +302,39 @@ class Recorder:
         label = f"neurohook/{spec.name}"
 
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if self._store_compiled(spec, output):
+                return
             # a profiler range only while a profiler records: entering and leaving one costs ~25 us a call
             with torch.profiler.record_function(label) if _profiler_enabled() else nullcontext():
                 with torch.inference_mode(False), torch.no_grad():
                     self._record(spec, output)
 
         return hook
+
+    def _store_compiled(self, spec: LayerSpec, output: Any) -> bool:
+        """The common case by one compiled call and no tensor operation (RunningPool.store_new_rows): a
+        CPU float32 tensor, not requiring grad, of a layer read before as (B, D, T), (B, T, D) or (B, D),
+        in a forward whose pre-hook found its valid lengths in range, into rows not seen before. Right
+        after a large layer each operation costs 20-100 us (benchmarks/bench_extract.py), so the checks
+        are attribute reads. False where :meth:`_record` must record, and check, the output."""
+        call: _Call | None = getattr(self._local, "call", None)
+        pool = self._pools.get(spec.name)
+        layout = self._layouts.get(spec.name)
+        if (call is None or call.rows is None or pool is None or layout not in _COMPILED_LAYOUTS
+                or spec.output is not None or type(output) is not Tensor or output.dtype != torch.float32
+                or output.requires_grad or not output.is_cpu or output.dim() != len(layout) or _profiler_enabled()):
+            return False
+        lengths, count = None, None
+        if layout != "BD" and call.input_lengths is not None:
+            known = call.layer_lengths.get(spec.name)
+            if known is None or known[3] is None or known[1] < 0 or known[2] > output.shape[layout.index("T")]:
+                return False
+            lengths, count = known[0], known[3]
+        with self._lock:
+            if not pool.store_new_rows(output.numpy(), count, call.rows, time_last=layout == "BDT"):
+                return False
+        self.last_lengths[spec.name] = lengths
+        return True
 
     @staticmethod
     def _override_lengths(spec: LayerSpec, lengths: Tensor) -> Tensor:
