@@ -83,7 +83,8 @@ def in_process(name: str, waves: list[torch.Tensor], repeats: int) -> dict:
     over pairs and the median pair; ``features()`` at the end is timed on its own and added in
     ``recorder_overhead_with_features``. Less exposed to this machine's drift than a difference of two
     wall times, the time spent inside the Recorder's own hooks (clocks hooked just before and just after
-    them on every module that has one) is reported as a share of the plain forward, ``hook_share``."""
+    them on every module that has one) and in entering and leaving ``rec.batch`` (added to the recorded
+    side of each pair too) is reported as a share of the plain forward, ``hook_share``."""
     model = build(name, **MODELS[name]).eval()
     plain_model = copy.deepcopy(model)  # the same weights, no hooks
     spec = probe_layers(model)
@@ -102,13 +103,18 @@ def in_process(name: str, waves: list[torch.Tensor], repeats: int) -> dict:
         with Recorder(model, spec.layers, spec.pooling, overrides=spec.overrides) as rec, hook_clock(model) as clock:
             for r in range(repeats):
                 for i, (ids, w, n) in enumerate(data):
-                    with rec.batch([f"{u}-{r}" for u in ids], lengths=n):
+                    block = rec.batch([f"{u}-{r}" for u in ids], lengths=n)
+                    t0 = time.perf_counter()
+                    with block:  # entering and leaving it count as the Recorder's time
+                        t_batch = time.perf_counter() - t0
                         recorded_first = (r + i) % 2 == 1
                         clock[0] = 0.0
                         t_rec = forward(model, w, n) if recorded_first else 0.0
                         t_plain = forward(plain_model, w, n)
                         t_rec = t_rec if recorded_first else forward(model, w, n)
-                    pairs.append((t_plain, t_rec, clock[0]))
+                        t0 = time.perf_counter()
+                    t_batch += time.perf_counter() - t0
+                    pairs.append((t_plain, t_rec + t_batch, clock[0] + t_batch))
         t0 = time.perf_counter()
         feats = rec.features()
         features_s = time.perf_counter() - t0
