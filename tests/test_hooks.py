@@ -109,14 +109,16 @@ def test_paper_cnn_stats_pooling_matches_reference() -> None:
     assert feats.unit(0) == ("conv1", 0, "mean") and feats.unit(32) == ("conv1", 0, "std")
 
 
-def test_compiled_path_equals_the_tensor_path_and_is_taken(monkeypatch) -> None:
-    """The compiled path (CPU float32 (B, D, T) and (B, D) outputs, lengths known to the pre-hook, rows not
-    seen before) records bit for bit what the tensor path records, storage growing past its first 16
-    rows; it is taken from a layer's second batch on, and not for ids seen before (merged)."""
+@pytest.mark.parametrize("name, options", [("sre-cnn", {"size": "small"}), ("wav2vec2_base", {})])
+def test_compiled_path_equals_the_tensor_path_and_is_taken(name: str, options: dict, monkeypatch) -> None:
+    """The compiled path (CPU float32 (B, D, T), (B, T, D) and (B, D) outputs, alone or first in a tuple,
+    lengths known to the pre-hook, rows not seen before) records bit for bit what the tensor path
+    records, storage growing past its first 16 rows; it is taken from a layer's second batch on, and
+    not for ids seen before (merged)."""
     from neurohook.models import build, probe_layers
 
     torch.manual_seed(0)
-    model = build("sre-cnn", size="small").eval()
+    model = build(name, **options).eval()
     spec = probe_layers(model)
     g = torch.Generator().manual_seed(1)
     batches = []

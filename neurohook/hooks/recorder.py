@@ -313,16 +313,21 @@ class Recorder:
 
     def _store_compiled(self, spec: LayerSpec, output: Any) -> bool:
         """The common case by one compiled call and no tensor operation (RunningPool.store_new_rows): a
-        CPU float32 tensor, not requiring grad, of a layer read before as (B, D, T), (B, T, D) or (B, D),
-        in a forward whose pre-hook found its valid lengths in range, into rows not seen before. Right
-        after a large layer each operation costs 20-100 us (benchmarks/bench_extract.py), so the checks
-        are attribute reads. False where :meth:`_record` must record, and check, the output."""
+        CPU float32 tensor (or a tuple's first item, as ``output=None`` selects), not requiring grad, of a
+        layer read before as (B, D, T), (B, T, D) or (B, D), in a forward whose pre-hook found its valid
+        lengths (``lengths`` overrides) in range, into rows not seen before. Right after a large layer
+        each operation costs 20-100 us (benchmarks/bench_extract.py), so the checks are attribute reads.
+        False where :meth:`_record` must record, and check, the output."""
         call: _Call | None = getattr(self._local, "call", None)
         pool = self._pools.get(spec.name)
         layout = self._layouts.get(spec.name)
+        if type(output) is tuple and output and spec.output is None:  # the default selection: item 0
+            output = output[0]
+        elif spec.output is not None:
+            return False
         if (call is None or call.rows is None or pool is None or layout not in _COMPILED_LAYOUTS
-                or spec.output is not None or type(output) is not Tensor or output.dtype != torch.float32
-                or output.requires_grad or not output.is_cpu or output.dim() != len(layout) or _profiler_enabled()):
+                or type(output) is not Tensor or output.dtype != torch.float32 or output.requires_grad
+                or not output.is_cpu or output.dim() != len(layout) or _profiler_enabled()):
             return False
         lengths, count = None, None
         if layout != "BD" and call.input_lengths is not None:
