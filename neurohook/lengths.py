@@ -92,6 +92,28 @@ def mask_lengths(padding_mask: Tensor, batch: int, *, attention: bool = False) -
     return lengths
 
 
+def batch_lengths(batch: int, lengths: Any = None, padding_mask: Tensor | None = None,
+                  attention_mask: Tensor | None = None, padded_length: int | None = None) -> tuple[Tensor | None, int | None]:
+    """Valid input steps (B,) int64 on the CPU of a batch of ``batch`` items, from at most one of ``lengths``,
+    ``padding_mask`` (B, T) and ``attention_mask`` (B, T) (None: every step valid), and the padded length
+    (``padded_length``, else a mask's T). ValueError for a second source or lengths that do not fit."""
+    masks = [(m, a) for m, a in ((padding_mask, False), (attention_mask, True)) if m is not None]
+    if len(masks) + (lengths is not None) > 1:
+        raise ValueError("pass one of lengths, padding_mask and attention_mask")
+    if masks:
+        mask, attention = masks[0]
+        lengths = mask_lengths(mask, batch, attention=attention)
+        padded_length = mask.shape[1] if padded_length is None else padded_length
+    if lengths is None:
+        return None, padded_length
+    lens = as_lengths(lengths).to("cpu")
+    if lens.numel() != batch:
+        raise ValueError(f"{lens.numel()} lengths for {batch} ids")
+    if padded_length is not None and int(lens.max()) > padded_length:
+        raise ValueError(f"a length {int(lens.max())} exceeds padded_length {padded_length}")
+    return lens, padded_length
+
+
 def full_lengths(waves: Tensor, lengths: Tensor | None) -> Tensor:
     """Valid samples (B,) int64: ``lengths`` checked against waves (B, T), or T for every item."""
     if waves.dim() != 2:

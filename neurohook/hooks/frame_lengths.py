@@ -13,13 +13,18 @@ Example::
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from neurohook.hooks.layouts import TIME_MODULES_1D
 from neurohook.lengths import module_out_lengths
 
-__all__ = ["input_time_length", "scaled_lengths", "trace_lengths"]
+__all__ = ["input_time_length", "override_lengths", "scaled_lengths", "table_lengths", "trace_lengths"]
 
 
 def input_time_length(x: Tensor, lengths: Tensor, time_axis: int | None = None) -> int:
@@ -66,3 +71,32 @@ def scaled_lengths(table: dict[int, Tensor], frames: int) -> Tensor:
     t0, lens0 = next(iter(table.items()))
     scaled = torch.round(lens0.to(torch.float64) * frames / max(t0, 1)).to(torch.int64)
     return torch.where(lens0 > 0, scaled.clamp(min=1), scaled).clamp(max=frames)
+
+
+def override_lengths(fn: Callable[[Tensor], Any], lengths: Tensor) -> tuple[Tensor, int, int, np.ndarray | None]:
+    """A layer's valid frames from its ``lengths`` override ``fn`` for valid input steps (B,), found once
+    per forward: (frames (B,) int64, their min, their max, the same as a NumPy array or None off the CPU)."""
+    n = torch.as_tensor(fn(lengths)).to(torch.int64)
+    lo, hi = (int(n.min()), int(n.max())) if n.numel() else (0, 0)
+    return n, lo, hi, n.numpy() if n.is_cpu else None
+
+
+def table_lengths(table: dict[int, Tensor] | None, frames: int, layer: str, warned: set[str]) -> Tensor:
+    """Valid frames (B,) of ``layer``'s output ``frames`` long: the table's entry where the length
+    arithmetic reached it, else the input's lengths scaled (a RuntimeWarning once per layer in ``warned``)."""
+    if table is None:
+        raise ValueError(
+            f"layer {layer!r}: the padded input length is unknown (the model's forward was not "
+            "called); pass rec.batch(padded_length=...)"
+        )
+    if frames in table:
+        return table[frames].clamp(max=frames)
+    if layer not in warned:
+        warned.add(layer)
+        warnings.warn(
+            f"neurohook: no exact length arithmetic reaches layer {layer!r} ({frames} frames); "
+            f"scaling input lengths proportionally (pass overrides={{{layer!r}: {{'lengths': fn}}}})",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+    return scaled_lengths(table, frames)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -17,12 +16,12 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from neurohook.features import Features, LayerSpan, UtteranceId, normalize_id
-from neurohook.hooks.frame_lengths import input_time_length, scaled_lengths, trace_lengths
+from neurohook.hooks.frame_lengths import input_time_length, override_lengths, table_lengths, trace_lengths
 from neurohook.hooks.layers import LayerRef, _unwrap, find_layers
 from neurohook.hooks.layouts import (LAYOUTS, TIME_MODULES_1D, TIME_MODULES_2D, OutputSelector, infer_layout,
                                      select_output, to_frames)
 from neurohook.hooks.specs import LayerSpec, apply_overrides, layer_specs
-from neurohook.lengths import as_lengths, mask_lengths
+from neurohook.lengths import batch_lengths
 from neurohook.pooling import STATISTICS, RunningPool, check_pooling
 
 __all__ = ["Recorder"]
@@ -217,20 +216,7 @@ class Recorder:
         ids = [normalize_id(u) for u in ids]
         if len(set(ids)) != len(ids):
             raise ValueError("utterance ids within one batch must be unique")
-        masks = [(m, a) for m, a in ((padding_mask, False), (attention_mask, True)) if m is not None]
-        if len(masks) + (lengths is not None) > 1:
-            raise ValueError("pass one of lengths, padding_mask and attention_mask")
-        if masks:
-            mask, attention = masks[0]
-            lengths = mask_lengths(mask, len(ids), attention=attention)
-            padded_length = mask.shape[1] if padded_length is None else padded_length
-        lens: Tensor | None = None
-        if lengths is not None:
-            lens = as_lengths(lengths).to("cpu")
-            if lens.numel() != len(ids):
-                raise ValueError(f"{lens.numel()} lengths for {len(ids)} ids")
-            if padded_length is not None and int(lens.max()) > padded_length:
-                raise ValueError(f"a length {int(lens.max())} exceeds padded_length {padded_length}")
+        lens, padded_length = batch_lengths(len(ids), lengths, padding_mask, attention_mask, padded_length)
         slots = []
         for u in ids:
             if u not in self._slot_of:
@@ -282,9 +268,7 @@ class Recorder:
             with torch.no_grad():
                 for s in self._specs:
                     if s.lengths_fn is not None:
-                        n = self._override_lengths(s, lens)
-                        lo, hi = (int(n.min()), int(n.max())) if n.numel() else (0, 0)
-                        call.layer_lengths[s.name] = n, lo, hi, n.numpy() if n.is_cpu else None
+                        call.layer_lengths[s.name] = override_lengths(s.lengths_fn, lens)
         self._local.call = call
 
     def _trace_hook(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
@@ -341,36 +325,13 @@ class Recorder:
         self.last_lengths[spec.name] = lengths
         return True
 
-    @staticmethod
-    def _override_lengths(spec: LayerSpec, lengths: Tensor) -> Tensor:
-        """A layer's valid frames (B,) int64 from its ``lengths`` override, for valid input steps (B,)."""
-        assert spec.lengths_fn is not None
-        return torch.as_tensor(spec.lengths_fn(lengths)).to(torch.int64)
-
     def _layer_lengths(self, spec: LayerSpec, call: _Call, frames: int) -> Tensor:
         """Valid frames (B,) of a layer whose output has ``frames`` time steps."""
         assert call.input_lengths is not None
-        if spec.lengths_fn is not None:
-            known = call.layer_lengths.get(spec.name)
-            if known is not None and 0 <= known[1] and known[2] <= frames:  # within [0, frames] already
-                return known[0]
-            return (self._override_lengths(spec, call.input_lengths) if known is None else known[0]).clamp(0, frames)
-        if call.table is None:
-            raise ValueError(
-                f"layer {spec.name!r}: the padded input length is unknown (the model's forward was not "
-                "called); pass rec.batch(padded_length=...)"
-            )
-        if frames in call.table:
-            return call.table[frames].clamp(max=frames)
-        if spec.name not in self._warned:
-            self._warned.add(spec.name)
-            warnings.warn(
-                f"neurohook: no exact length arithmetic reaches layer {spec.name!r} ({frames} frames); "
-                f"scaling input lengths proportionally (pass overrides={{{spec.name!r}: {{'lengths': fn}}}})",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-        return scaled_lengths(call.table, frames)
+        if spec.lengths_fn is None:
+            return table_lengths(call.table, frames, spec.name, self._warned)
+        n, lo, hi, _ = call.layer_lengths.get(spec.name) or override_lengths(spec.lengths_fn, call.input_lengths)
+        return n if 0 <= lo and hi <= frames else n.clamp(0, frames)  # within [0, frames] already: as it is
 
     def _record(self, spec: LayerSpec, output: Any) -> None:
         """Pool one layer output into the running statistics."""
