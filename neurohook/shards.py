@@ -12,6 +12,7 @@ can train from them in mini-batches, e.g.::
 from __future__ import annotations
 
 import json
+import mmap
 import os
 from pathlib import Path
 from typing import Sequence
@@ -26,6 +27,16 @@ from neurohook.zscore import streamed_stats, take
 __all__ = ["ShardedFeatures", "SHARD_PATTERN"]
 
 SHARD_PATTERN = "shard-*.safetensors"
+
+#: Bytes of mapped shards that may be mapped between two releases of the mappings' pages (madvise
+#: MADV_DONTNEED). The pages stay in the OS page cache (the next pass reads them from memory, not disk)
+#: but leave this process's resident set, which then holds its own arrays plus about this much of the
+#: shards at most.
+RELEASE_BYTES = 1 << 30
+
+#: What reading one row may map: the kernel maps a page-cache folio whole on a fault, up to 2 MiB on
+#: x86-64 Linux with large folios (here, reading one 16 KB row mapped 2.1 MB of the shard).
+FOLIO_BYTES = 2 << 20
 
 
 class ShardedFeatures:
@@ -50,7 +61,8 @@ class ShardedFeatures:
         for path, meta in zip(self.paths[1:], metas[1:]):
             if meta.get("layers") != metas[0].get("layers"):
                 raise FeaturesFileError(path, f"a different layer map from {self.paths[0]}")
-        self._values = [_mapped_values(path) for path in self.paths]
+        self._values, self._maps = zip(*(_mapped_values(path) for path in self.paths))
+        self._unreleased = 0  # bytes the reads since the last release may have mapped
         sizes = [len(v) for v in self._values]
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.ids = [u for meta in metas for u in meta["ids"]]
@@ -106,6 +118,7 @@ class ShardedFeatures:
                 take(values, local, out=out[a:b])
             else:
                 out[a:b] = values[local]
+            self._read((b - a) * (values.shape[1] * values.itemsize + FOLIO_BYTES))
         return out
 
     def chunks(self, rows: int = 512):
@@ -113,7 +126,19 @@ class ShardedFeatures:
         views of the mapped shards where they are stored in float32)."""
         for s, values in enumerate(self._values):
             for a in range(0, len(values), rows):
-                yield int(self._offsets[s]) + a, np.asarray(values[a : a + rows], dtype=np.float32)
+                block = values[a : a + rows]
+                self._read(block.nbytes + FOLIO_BYTES)
+                yield int(self._offsets[s]) + a, np.asarray(block, dtype=np.float32)
+
+    def _read(self, nbytes: int) -> None:
+        """Count what reads may have mapped; past :data:`RELEASE_BYTES`, release every shard's mapped
+        pages from this process (views handed out stay valid: a page read again is mapped again)."""
+        self._unreleased += nbytes
+        if self._unreleased > RELEASE_BYTES and hasattr(mmap, "MADV_DONTNEED"):
+            for m in self._maps:
+                if m is not None:
+                    m.madvise(mmap.MADV_DONTNEED)
+            self._unreleased = 0
 
     def column_stats(self, rows: int = 512) -> tuple[np.ndarray, np.ndarray]:
         """Mean (D,) and population std (D,) of every column, streamed over the shards in float64."""
@@ -124,10 +149,11 @@ class ShardedFeatures:
         return Features.concat([Features.load(p) for p in self.paths])
 
 
-def _mapped_values(path: Path) -> np.ndarray:
-    """The "values" tensor (n, D) of a safetensors shard as a read-only memory map: a safetensors file is
-    an 8-byte little-endian header length, a JSON header giving each tensor's dtype, shape and byte range,
-    then the data. Rows are then copied once, straight into the reader's output."""
+def _mapped_values(path: Path) -> tuple[np.ndarray, mmap.mmap | None]:
+    """The "values" tensor (n, D) of a safetensors shard as a read-only view of a memory map, and the map
+    (None for no rows): a safetensors file is an 8-byte little-endian header length, a JSON header giving
+    each tensor's dtype, shape and byte range, then the data. Rows are then copied once, straight into the
+    reader's output."""
     with open(path, "rb") as f:
         size = int.from_bytes(f.read(8), "little")
         entry = json.loads(f.read(size))["values"]
@@ -137,5 +163,8 @@ def _mapped_values(path: Path) -> np.ndarray:
     begin, end = entry["data_offsets"]
     shape = tuple(int(v) for v in entry["shape"])
     if shape[0] == 0:
-        return np.zeros(shape, dtype)
-    return np.memmap(path, dtype=dtype, mode="r", offset=8 + size + int(begin), shape=shape)
+        return np.zeros(shape, dtype), None
+    with open(path, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    values = np.frombuffer(mapped, dtype=dtype, count=shape[0] * shape[1], offset=8 + size + int(begin))
+    return values.reshape(shape), mapped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tracemalloc
 
 import numpy as np
@@ -38,6 +39,40 @@ def test_rows_ids_layers_and_statistics_match_the_full_array(stored):
     np.testing.assert_allclose(mean, full.values.astype(np.float64).mean(0), rtol=1e-10, atol=1e-9)
     np.testing.assert_allclose(std, full.values.astype(np.float64).std(0), rtol=1e-9)
     np.testing.assert_array_equal(sharded.load().values, full.values)
+
+
+def _rss_file() -> int:
+    """This process's resident pages of mapped files, in bytes (Linux)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("RssFile:"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads Linux's /proc/self/status")
+def test_pages_read_leave_the_resident_set_every_release_bytes(tmp_path, monkeypatch):
+    """Reading 32 MB of shards (rows of 16 KB) row by row in random order and in chunks with RELEASE_BYTES
+    = 4 MB keeps the shards' resident pages within a few MB (they stay in the page cache), the values
+    read unchanged; without releases they stay mapped."""
+    from neurohook import shards
+
+    X = np.random.default_rng(4).standard_normal((2000, 4096)).astype(np.float32)
+    full = Features(X, [f"u{i:04d}" for i in range(2000)], [LayerSpan("a", 0, 4096, "mean")])
+    for k in range(2):
+        full.select_ids(full.ids[1000 * k : 1000 * (k + 1)]).save(tmp_path / f"shard-{k:05d}.safetensors")
+    order = np.random.default_rng(5).permutation(2000)
+    grown = {}
+    for budget in (1 << 40, 4 << 20, 1 << 40):  # the first round maps the code these paths run, too
+        monkeypatch.setattr(shards, "RELEASE_BYTES", budget)
+        opened, peak = ShardedFeatures.open(tmp_path), 0
+        before = _rss_file()
+        for i in order[:300]:
+            assert np.array_equal(opened.rows([i]), X[[i]])
+            peak = max(peak, _rss_file() - before)
+        for a, block in opened.chunks(64):
+            assert np.array_equal(block, X[a : a + len(block)])
+            peak = max(peak, _rss_file() - before)
+        grown[budget] = peak
+    assert grown[1 << 40] > 25e6  # the test sees the pages: without releases the 32 MB stay mapped
+    assert grown[4 << 20] < 12e6
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
