@@ -243,7 +243,8 @@ class RunningPool:
 
     def _store_new_rows(self, x: Tensor, lengths: Tensor | None, slots: Tensor) -> bool:
         """:meth:`store_new_rows` for :meth:`update`'s tensors (storage grown to the rows first)."""
-        if not (x.is_cpu and slots.is_cpu and (lengths is None or lengths.is_cpu)) or x.dtype != torch.float32:
+        if (not (x.is_cpu and slots.is_cpu and (lengths is None or lengths.is_cpu)) or x.dtype != torch.float32
+                or (lengths is not None and lengths.is_floating_point())):
             return False
         rows = slots.numpy()
         if len(rows):

@@ -28,10 +28,9 @@ __all__ = ["ShardedFeatures", "SHARD_PATTERN"]
 
 SHARD_PATTERN = "shard-*.safetensors"
 
-#: Bytes of mapped shards that may be mapped between two releases of the mappings' pages (madvise
-#: MADV_DONTNEED). The pages stay in the OS page cache (the next pass reads them from memory, not disk)
-#: but leave this process's resident set, which then holds its own arrays plus about this much of the
-#: shards at most.
+#: How much of the shards reads may map before the mappings' pages are released (madvise MADV_DONTNEED).
+#: The pages stay in the OS page cache (the next pass reads them from memory, not disk) but leave this
+#: process's resident set, which then holds its own arrays plus about this much of the shards at most.
 RELEASE_BYTES = 1 << 30
 
 #: What reading one row may map: the kernel maps a page-cache folio whole on a fault, up to 2 MiB on
