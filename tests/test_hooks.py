@@ -109,10 +109,41 @@ def test_paper_cnn_stats_pooling_matches_reference() -> None:
     assert feats.unit(0) == ("conv1", 0, "mean") and feats.unit(32) == ("conv1", 0, "std")
 
 
+def record_both_ways(model: nn.Module, recorder_args: dict, batches: list, monkeypatch) -> list[bool]:
+    """Record ``batches`` (ids, input, lengths) with the Recorder's compiled path and with it switched
+    off; assert both give bit-equal features and equal last lengths; return, per layer call, whether the
+    compiled path took it."""
+    taken: list[bool] = []
+    original = Recorder._store_compiled
+
+    def counted(self: Recorder, layer, output) -> bool:
+        taken.append(original(self, layer, output))
+        return taken[-1]
+
+    def record() -> tuple[Features, dict]:
+        rec = Recorder(model, **recorder_args)
+        lengths = {}
+        with rec, torch.no_grad():
+            for ids, x, n in batches:
+                with rec.batch(ids, lengths=n):
+                    model(x, n)
+                lengths.update({k: v.clone() for k, v in rec.last_lengths.items() if v is not None})
+        return rec.features(), lengths
+
+    monkeypatch.setattr(Recorder, "_store_compiled", counted)
+    compiled, lengths = record()
+    monkeypatch.setattr(Recorder, "_store_compiled", lambda *args: False)
+    tensor_path, tensor_lengths = record()
+    assert compiled.ids == tensor_path.ids
+    np.testing.assert_array_equal(compiled.values, tensor_path.values)
+    assert lengths.keys() == tensor_lengths.keys() and all(torch.equal(lengths[k], tensor_lengths[k]) for k in lengths)
+    return taken
+
+
 @pytest.mark.parametrize("name, options", [("sre-cnn", {"size": "small"}), ("wav2vec2_base", {})])
 def test_compiled_path_equals_the_tensor_path_and_is_taken(name: str, options: dict, monkeypatch) -> None:
     """The compiled path (CPU float32 (B, D, T), (B, T, D) and (B, D) outputs, alone or first in a tuple,
-    lengths known to the pre-hook, rows not seen before) records bit for bit what the tensor path
+    lengths from the models' overrides, rows not seen before) records bit for bit what the tensor path
     records, storage growing past its first 16 rows; it is taken from a layer's second batch on, and
     not for ids seen before (merged)."""
     from neurohook.models import build, probe_layers
@@ -125,33 +156,22 @@ def test_compiled_path_equals_the_tensor_path_and_is_taken(name: str, options: d
     for b in range(6):  # 20 new utterances in 5 batches, then batch 0's ids again
         n = torch.randint(4000, 9000, (4,), generator=g)
         batches.append(([f"u{4 * (b % 5) + i}" for i in range(4)], torch.randn(4, int(n.max()), generator=g) * 0.1, n))
-    taken: list[tuple[str, bool]] = []
-    original = Recorder._store_compiled
-
-    def counted(self: Recorder, layer, output) -> bool:
-        ok = original(self, layer, output)
-        taken.append((layer.name, ok))
-        return ok
-
-    def record() -> tuple[Features, dict]:
-        rec = Recorder(model, spec.layers, spec.pooling, overrides=spec.overrides)
-        lengths = {}
-        with rec, torch.no_grad():
-            for ids, wave, n in batches:
-                with rec.batch(ids, lengths=n):
-                    model(wave, n)
-                lengths.update({k: v.clone() for k, v in rec.last_lengths.items() if v is not None})
-        return rec.features(), lengths
-
-    monkeypatch.setattr(Recorder, "_store_compiled", counted)
-    compiled, lengths = record()
-    monkeypatch.setattr(Recorder, "_store_compiled", lambda *args: False)
-    tensor_path, tensor_lengths = record()
-    assert compiled.ids == tensor_path.ids and len(compiled.ids) == 20
-    np.testing.assert_array_equal(compiled.values, tensor_path.values)
-    assert lengths.keys() == tensor_lengths.keys() and all(torch.equal(lengths[k], tensor_lengths[k]) for k in lengths)
+    taken = record_both_ways(model, dict(spec), batches, monkeypatch)
     layers = len(spec.layers)
-    assert [ok for _, ok in taken] == [False] * layers + [True] * 4 * layers + [False] * layers
+    assert taken == [False] * layers + [True] * 4 * layers + [False] * layers
+
+
+def test_compiled_path_takes_lengths_followed_through_the_convolutions(monkeypatch) -> None:
+    """A model without length overrides (lengths traced through its strided convolutions) takes the
+    compiled path too, from the second batch on, with what the tensor path records."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(2)
+    batches = [([f"u{3 * b + i}" for i in range(3)], torch.randn(3, 40, 120, generator=g),
+                torch.randint(31, 121, (3,), generator=g)) for b in range(3)]
+    names = ["conv1", "conv2", "conv3", "conv4", "fc1", "fc2"]
+    taken = record_both_ways(PaperCNN().eval(), {"layers": names, "pooling": "stats", "input_time_axis": 2}, batches,
+                             monkeypatch)
+    assert taken == [False] * 6 + [True] * 12
 
 
 def test_paper_cnn_full_size_has_11100_neurons() -> None:

@@ -298,10 +298,11 @@ class Recorder:
     def _store_compiled(self, spec: LayerSpec, output: Any) -> bool:
         """The common case by one compiled call and no tensor operation (RunningPool.store_new_rows): a
         CPU float32 tensor (or a tuple's first item, as ``output=None`` selects), not requiring grad, of a
-        layer read before as (B, D, T), (B, T, D) or (B, D), in a forward whose pre-hook found its valid
-        lengths (``lengths`` overrides) in range, into rows not seen before. Right after a large layer
-        each operation costs 20-100 us (benchmarks/bench_extract.py), so the checks are attribute reads.
-        False where :meth:`_record` must record, and check, the output."""
+        layer read before as (B, D, T), (B, T, D) or (B, D), whose valid lengths are known (a ``lengths``
+        override's, found in range by the pre-hook, or the exact ones followed through the convolutions),
+        into rows not seen before. Right after a large layer each operation costs 20-100 us
+        (benchmarks/bench_extract.py), so the checks are attribute reads. False where :meth:`_record`
+        must record, and check, the output."""
         call: _Call | None = getattr(self._local, "call", None)
         pool = self._pools.get(spec.name)
         layout = self._layouts.get(spec.name)
@@ -315,10 +316,17 @@ class Recorder:
             return False
         lengths, count = None, None
         if layout != "BD" and call.input_lengths is not None:
-            known = call.layer_lengths.get(spec.name)
-            if known is None or known[3] is None or known[1] < 0 or known[2] > output.shape[layout.index("T")]:
-                return False
-            lengths, count = known[0], known[3]
+            frames = output.shape[layout.index("T")]
+            if spec.lengths_fn is not None:
+                known = call.layer_lengths.get(spec.name)
+                if known is None or known[3] is None or known[1] < 0 or known[2] > frames:
+                    return False
+                lengths, count = known[0], known[3]
+            else:  # followed through the convolutions: within [0, frames] by construction (trace_lengths)
+                lengths = None if call.table is None else call.table.get(frames)
+                if lengths is None or not lengths.is_cpu:
+                    return False
+                count = lengths.numpy()
         with self._lock:
             if not pool.store_new_rows(output.numpy(), count, call.rows, time_last=layout == "BDT"):
                 return False
