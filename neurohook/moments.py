@@ -92,6 +92,17 @@ def _moments(x: Tensor, start: int, stop: int, step: int, dtype: torch.dtype, ne
     return acc
 
 
+def _flat_frames(x: Tensor) -> Tensor | None:
+    """CPU float32 frames x (B, T, *F) viewed as (B, T, prod(F)), never copied; None where x is on
+    another device or of another dtype, or its units cannot be flattened without a copy."""
+    if x.device.type != "cpu" or x.dtype != torch.float32:
+        return None
+    try:
+        return (x.detach() if x.requires_grad else x).view(x.shape[0], x.shape[1], -1)
+    except RuntimeError:
+        return None
+
+
 def _compiled_moments(x: Tensor, count: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Mean and M2 (B, prod(F)) float64 of CPU float32 frames x (B, T, *F), the first ``count`` (B,) int64
     frames of each item, by the compiled kernel (``neurohook._core.frame_moments``: each value read once
@@ -103,11 +114,8 @@ def _compiled_moments(x: Tensor, count: Tensor | np.ndarray) -> tuple[np.ndarray
     (8, 1000, 400) conv output read right after the conv: 2.6-2.9 ms with 1 or 2 threads before the
     kernel prefetched the row ahead, 2.0-2.3 ms with it; torch's own sum and sum of squares of the
     same data took about as long, its per-item ``var_mean`` 4x longer)."""
-    if x.device.type != "cpu" or x.dtype != torch.float32:
-        return None
-    try:
-        flat = (x.detach() if x.requires_grad else x).view(x.shape[0], x.shape[1], -1)  # units flattened, never copied
-    except RuntimeError:
+    flat = _flat_frames(x)
+    if flat is None:
         return None
     frames, units = flat.shape[1], flat.shape[2]
     if not (frames <= 1 or units <= 1 or 1 in flat.stride()[1:]):

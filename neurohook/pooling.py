@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from neurohook.moments import DEFAULT_CHUNK_ELEMENTS, BatchMoments, batch_moments, merge_moments
+from neurohook.moments import DEFAULT_CHUNK_ELEMENTS, BatchMoments, _flat_frames, batch_moments, merge_moments
 from neurohook.ranking import _core  # the checked import of the compiled core
 
 __all__ = [
@@ -243,16 +243,13 @@ class RunningPool:
 
     def _store_new_rows(self, x: Tensor, lengths: Tensor | None, slots: Tensor) -> bool:
         """:meth:`store_new_rows` for :meth:`update`'s tensors (storage grown to the rows first)."""
-        if (not (x.is_cpu and slots.is_cpu and (lengths is None or lengths.is_cpu)) or x.dtype != torch.float32
-                or (lengths is not None and lengths.is_floating_point())):
+        flat = _flat_frames(x)
+        if (flat is None or not slots.is_cpu
+                or (lengths is not None and (not lengths.is_cpu or lengths.is_floating_point()))):
             return False
         rows = slots.numpy()
         if len(rows):
             self.reserve(int(rows.max()) + 1)
-        try:
-            flat = x.view(x.shape[0], x.shape[1], -1)  # units flattened, never copied
-        except RuntimeError:
-            return False
         return self.store_new_rows(flat.numpy(), None if lengths is None else lengths.numpy(), rows)
 
     def counts(self, rows: int) -> Tensor:
