@@ -156,14 +156,12 @@ def _mapped_values(path: Path) -> tuple[np.ndarray, mmap.mmap | None]:
     with open(path, "rb") as f:
         size = int.from_bytes(f.read(8), "little")
         entry = json.loads(f.read(size))["values"]
-    dtype = {"F32": np.float32, "F16": np.float16}.get(entry["dtype"])
-    if dtype is None or len(entry["shape"]) != 2:
-        raise FeaturesFileError(path, f"values of dtype {entry['dtype']} and shape {entry['shape']}; expected (n, D) F32 or F16")
-    begin, end = entry["data_offsets"]
-    shape = tuple(int(v) for v in entry["shape"])
-    if shape[0] == 0:
-        return np.zeros(shape, dtype), None
-    with open(path, "rb") as f:
+        dtype = {"F32": np.float32, "F16": np.float16}.get(entry["dtype"])
+        if dtype is None or len(entry["shape"]) != 2:
+            raise FeaturesFileError(path, f"values of dtype {entry['dtype']} and shape {entry['shape']}; expected (n, D) F32 or F16")
+        shape = tuple(int(v) for v in entry["shape"])
+        if shape[0] == 0:
+            return np.zeros(shape, dtype), None
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    values = np.frombuffer(mapped, dtype=dtype, count=shape[0] * shape[1], offset=8 + size + int(begin))
+    values = np.frombuffer(mapped, dtype=dtype, count=shape[0] * shape[1], offset=8 + size + int(entry["data_offsets"][0]))
     return values.reshape(shape), mapped
