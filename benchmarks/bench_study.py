@@ -102,10 +102,8 @@ class MemorySampler:
 
     def _run(self, every: float) -> None:
         while not self._stop.wait(every):
-            for line in Path("/proc/self/status").read_text().splitlines():
-                key, _, value = line.partition(":")
-                if key in self.peak:
-                    self.peak[key] = max(self.peak[key], int(value.split()[0]) * 1024)
+            for key in self.peak:
+                self.peak[key] = max(self.peak[key], status_bytes(key))
 
     def stop(self) -> dict:
         self._stop.set()
