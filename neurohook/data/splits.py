@@ -30,7 +30,7 @@ from neurohook.errors import DataError
 from neurohook.data.manifest import Manifest
 
 __all__ = ["SeedStreams", "Split", "SplitError", "balance", "pick_test_groups", "seed_streams", "speaker_disjoint_split",
-           "speaker_holdout", "train_dev_split", "train_test_split"]
+           "speaker_holdout", "train_dev_folds", "train_dev_split", "train_test_split"]
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +207,50 @@ def train_dev_split(labels: Any, dev_size: float = 0.25, seed: int = 0, speakers
         except DataError as err:
             logger.info("dev split by utterance, not by speaker: %s", err)
     return train_test_split(labels, dev_size, seed, None)
+
+
+def train_dev_folds(labels: Any, folds: int = 3, dev_size: float = 0.25, seed: int = 0,
+                    speakers: Any = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Row indices [(fit, dev), ...] of training rows, one pair per fold: what l2 is chosen on.
+
+    ``folds=1`` is :func:`train_dev_split` (one dev part of ``dev_size``). ``folds=k > 1`` deals the
+    groups (speakers; utterances without them) of each stratum (the class of a speaker's most
+    frequent label) round robin, in a seeded order, over k dev parts, so that every row is on a dev
+    side once and every class on every side. When some class has fewer than k speakers the groups
+    are utterances, when fewer than k utterances the one split of ``dev_size`` is returned (logged).
+
+    Example: ``fit, dev = train_dev_folds(y, 3, seed=0, speakers=spk)[0]`` (the first of three folds:
+    about a third of each class's speakers on dev).
+    """
+    if folds < 1:
+        raise ValueError(f"folds must be >= 1, got {folds}")
+    labels = np.asarray(labels)
+    if folds > 1:
+        for who in (speakers, None):
+            groups = np.arange(len(labels)) if who is None else np.unique(np.asarray(who), return_inverse=True)[1]
+            strata: dict[Any, list[int]] = {}
+            for g in np.unique(groups):
+                strata.setdefault(_mode(labels[groups == g]), []).append(int(g))
+            if len(strata) == len(np.unique(labels)) and min(len(v) for v in strata.values()) >= folds:
+                return _dealt_folds(groups, strata, folds, np.random.default_rng(seed))
+            if who is not None:
+                logger.info("dev folds by utterance, not by speaker: a class has fewer than %d speakers", folds)
+        logger.info("one dev split, not %d folds: a class has fewer than %d utterances", folds, folds)
+    return [train_dev_split(labels, dev_size, seed, speakers)]
+
+
+def _dealt_folds(groups: np.ndarray, strata: Mapping[Any, list[int]], folds: int,
+                 rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit, dev) rows per fold, each stratum's groups dealt over the folds in a seeded order."""
+    fold_of = np.empty(groups.max() + 1, dtype=np.int64)
+    start = 0
+    for key in sorted(strata, key=str):
+        members = sorted(strata[key])
+        for i, j in enumerate(rng.permutation(len(members))):
+            fold_of[members[j]] = (start + i) % folds
+        start += len(members)  # the next stratum starts where this one stopped: folds of equal size
+    fold = fold_of[groups]
+    return [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(folds)]
 
 
 def _check_splittable(labels: np.ndarray, speakers: np.ndarray | None) -> None:
