@@ -319,3 +319,38 @@ def test_one_rule_picks_every_test_side():
     assert len(test & {"s1", "s2"}) == 1 and "s3" not in test and len(test & {f"t{i}" for i in range(10)}) == 2
     assert pick_test_groups({"a": ["x", "y", "z"]}, 0.1, rng, minimum=2) <= {"x", "y", "z"}
     assert len(pick_test_groups({"a": ["x", "y", "z"]}, 0.1, rng, minimum=2)) == 2
+
+
+def test_dev_folds_cover_every_row_once_speaker_disjoint_with_every_class_on_every_side(caplog):
+    from neurohook.data.splits import train_dev_folds, train_dev_split
+
+    rng = np.random.default_rng(0)
+    speakers = np.repeat(np.arange(13), 7)  # 13 speakers of 7 rows, one gender each; channels mixed
+    gender = np.where(speakers < 5, "f", "m")
+    channel = np.array(["a", "b", "c"])[np.where(rng.random(len(speakers)) < 0.7, speakers % 3, rng.integers(0, 3, len(speakers)))]
+    for labels in (gender, channel):
+        folds = train_dev_folds(labels, 3, seed=4, speakers=speakers)
+        devs = np.concatenate([d for _, d in folds])
+        assert len(folds) == 3 and sorted(devs.tolist()) == list(range(len(labels)))  # each row on dev once
+        for fit, dev in folds:
+            assert sorted(np.concatenate([fit, dev]).tolist()) == list(range(len(labels)))
+            assert not set(speakers[fit]) & set(speakers[dev])
+            assert set(labels[fit]) == set(labels[dev]) == set(labels)
+        sizes = [len(d) for _, d in folds]
+        assert max(sizes) - min(sizes) <= 7 * 2  # dealt round robin: folds differ by at most a speaker a stratum
+        again = train_dev_folds(labels, 3, seed=4, speakers=speakers)
+        assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again))
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(train_dev_folds(gender, 3, seed=5, speakers=speakers), folds))
+    # a class of 2 speakers: folds by utterance (stratified), logged; a class of 2 rows: the one dev split
+    few = np.where(speakers < 2, "f", "m")
+    with caplog.at_level("INFO", logger="neurohook.data.splits"):
+        folds = train_dev_folds(few, 3, seed=0, speakers=speakers)
+    assert "by utterance" in caplog.text and len(folds) == 3
+    assert any(set(speakers[f]) & set(speakers[d]) for f, d in folds)
+    assert all(set(few[d]) == {"f", "m"} for _, d in folds)
+    two = np.array(["f", "f"] + ["m"] * 20)
+    (only,) = train_dev_folds(two, 3, 0.25, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(only, train_dev_split(two, 0.25, 0)))
+    assert len(train_dev_folds(gender, 1, 0.25, 4, speakers)) == 1
+    with pytest.raises(ValueError, match="folds must be >= 1"):
+        train_dev_folds(gender, 0)
