@@ -2,8 +2,10 @@
 ablation and prefix curves (:func:`one_seed`), then, for an informative task, its minimal neuron set
 (:func:`minimal_set`).
 
-Choices are made on a dev part of the training rows: each probe's l2, the ranking probe's l2 (the
-one whose top ``ablation_percent`` of neurons alone scores best on dev), the minimal set's size.
+Choices are made on the training rows alone: each probe's l2 by speaker-disjoint folds of them (the
+accuracy over every fold's dev part, which also chooses the best layer), the ranking probe's l2 (the
+one whose top ``ablation_percent`` of neurons alone scores best on dev) and the minimal set's size on
+the first fold's dev part.
 Test rows are only scored; every test accuracy is also kept per utterance (``outcomes``), which the
 intervals resample.
 """
@@ -19,9 +21,9 @@ from neurohook import ranking
 from neurohook.ablation import (DevSearch, ablation_accuracy, ablation_masks, ablation_outcomes, masked_summary,
                                 minimal_neuron_set)
 from neurohook.control import control_labels, majority_accuracy, majority_class, selectivity
-from neurohook.data.splits import seed_streams, train_dev_split, train_test_split
+from neurohook.data.splits import seed_streams, train_dev_folds, train_test_split
 from neurohook.probe import PREDICT_ROWS, LinearProbe, ProbeSpec, fit_probes, predict_rows
-from neurohook.probe_tuning import dev_phase, refit
+from neurohook.probe_tuning import Tuning, dev_phase, fold_count, refit
 from neurohook.ranking_check import retrained_check
 from neurohook.task_data import TaskData
 from neurohook.zscore import CHUNK, take_rows
@@ -69,11 +71,18 @@ def _ranking_choice(tuning: Any, X: Any, dev: np.ndarray, y_dev: np.ndarray, con
     return best, orders[best]
 
 
+def _dev_accuracy(tuning: Tuning, X: Any, y: np.ndarray, dev: np.ndarray) -> float:
+    """Accuracy on rows ``dev`` of the first fold of the chosen l2's probe (trained on that fold's fit rows):
+    what the minimal set, searched on the same dev rows, is held against."""
+    probe = LinearProbe()._set_state(tuning.start, l2=tuning.l2)
+    return float(np.mean(predict_rows(probe, X, dev) == y[dev]))
+
+
 def one_seed(d: TaskData, seed: int, task: str, test_size: float, ablation_percent: float,
               steps: Sequence[float] | None, prefix_k: np.ndarray, probe_params: dict[str, Any]) -> dict[str, Any]:
     """One seed's measurements: probes per layer and on ALL, baselines, ranking, ablation, prefix curve.
 
-    Choices are made on a dev part of the training rows: each probe's l2, the ranking probe's l2,
+    Choices are made on the training rows: each probe's l2 over the dev folds, the ranking probe's l2,
     (later) the best layer and the minimal set's size. Test rows are only scored.
     """
     streams = seed_streams(seed)  # independent draws: split, control labels, masks, minimal sets, dev
@@ -85,8 +94,10 @@ def one_seed(d: TaskData, seed: int, task: str, test_size: float, ablation_perce
     y_tr, y_te = d.y[tr], d.y[te]
     spk_tr = None if d.speakers is None else d.speakers[tr]
     template = LinearProbe(**probe_params)
-    fit, dev = (tr[i] for i in train_dev_split(y_tr, template.dev_size, streams.dev, spk_tr))  # rows of d.X
-    tunings = dev_phase(d.X, d.y, spans, fit, dev, template, seed)
+    k = fold_count(template.dev_folds, len(tr)) if template.l2 is None else 1  # a fixed l2 is not chosen: one dev part
+    folds = [(tr[f], tr[v]) for f, v in train_dev_folds(y_tr, k, template.dev_size, streams.dev, spk_tr)]
+    tunings = dev_phase(d.X, d.y, spans, folds, template, seed)  # each probe's l2, over the folds
+    fit, dev = folds[0]  # rows of d.X: the ranking l2, best layers and minimal set are chosen on its dev part
     g_rank, dev_order = _ranking_choice(tunings[-1], d.X, dev, d.y[dev], d.constant, ablation_percent, streams.masks,
                                         steps)
     rank_l2 = tunings[-1].grid[g_rank]
@@ -103,7 +114,7 @@ def one_seed(d: TaskData, seed: int, task: str, test_size: float, ablation_perce
     out: dict[str, Any] = {"n_train": len(tr), "n_test": len(te), "layers": layer_acc[:-1], "oracle": oracle,
                            "majority": majority_accuracy(y_tr, y_te), "probe_l2": tunings[-1].l2, "ranking_l2": rank_l2,
                            "layers_dev": [t.dev_accuracy[t.chosen] for t in tunings[:-1]],
-                           "oracle_dev": tunings[-1].dev_accuracy[tunings[-1].chosen], "dev_rows": (fit, dev),
+                           "oracle_dev": _dev_accuracy(tunings[-1], d.X, d.y, dev), "dev_rows": (fit, dev),
                            "dev_order": dev_order}
     # per test utterance, 1 where right: what the intervals resample (columns named in `outcomes`)
     outcomes = {"oracle": right[-1], "majority": y_te == majority_class(y_tr),

@@ -13,7 +13,7 @@ ranking uses; :meth:`LinearProbe.transform` gives the matching features. Zeroing
 space (the ablation of :mod:`neurohook.ablation`) sets it to its training mean.
 
 Loss: mean cross-entropy + l1 * sum|W| + l2 * sum W^2 (weights only, not biases). The default
-chooses l2 on a dev part of the training rows and minimises the loss to convergence with full-batch
+chooses l2 on dev folds of the training rows and minimises the loss to convergence with full-batch
 L-BFGS (:mod:`neurohook.probe_tuning`, :mod:`neurohook.probe_lbfgs`); ``PAPER_SETTINGS`` gives the
 paper's section 4.3 instead: Adam (lr 1e-3), 20 epochs, batch 128, l1 = l2 = 1e-5
 (:mod:`neurohook.probe_batch`). Weights start at zero: training is deterministic on a given device.
@@ -28,11 +28,11 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from neurohook.data.splits import train_dev_split
+from neurohook.data.splits import train_dev_folds
 from neurohook.errors import DataError
 from neurohook.features import Features
 from neurohook.probe_batch import ProbeSpec, ProbeState, _is_row_source, train_probes
-from neurohook.probe_tuning import DEFAULT_L2_GRID, Tuning, dev_phase, refit
+from neurohook.probe_tuning import DEFAULT_L2_GRID, Tuning, dev_phase, fold_count, refit
 from neurohook.zscore import CHUNK, standardize, take, take_rows
 
 PREDICT_ROWS = 1024  # rows normalised at once when predicting
@@ -94,9 +94,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         LinearProbe(**PAPER_SETTINGS).fit(X_train, y_train)            # the paper's probe, exactly
         cross_val_score(LinearProbe(), X, y, cv=3)                      # any scikit-learn tool
 
-    By default (``l2=None``) the L2 penalty is chosen from ``l2_grid`` on a dev part of the training
-    rows (``dev_size`` of them; speaker-disjoint with ``groups``): the highest dev accuracy, ties to the
-    lower dev cross-entropy; then
+    By default (``l2=None``) the L2 penalty is chosen from ``l2_grid`` by ``dev_folds``-fold
+    cross-validation on the training rows (speaker-disjoint with ``groups``): the highest accuracy on
+    the folds' dev rows, ties to the lower cross-entropy; then
     the probe is refit on all training rows (:mod:`neurohook.probe_tuning`). Training runs full-batch
     L-BFGS to convergence. ``PAPER_SETTINGS`` reproduces section 4.3: Adam,
     l1 = l2 = 1e-5, 20 epochs.
@@ -104,7 +104,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     Args:
         solver: ``"lbfgs"`` (full batch, to ``tol`` or ``max_iter`` evaluations) or ``"adam"`` (minibatches).
         l1, l2: penalties of the elastic net on the weights (not the biases); ``l2=None`` tunes l2.
-        l2_grid, dev_size: the values tried, and the training share held out to choose among them.
+        l2_grid: the l2 values tried.
+        dev_folds, dev_size: the folds of the training rows that choose among them (``"auto"``: 3 below
+            10,000 training rows, else 1); with 1 fold, one dev part holding ``dev_size`` of the rows.
         max_iter, tol: L-BFGS's bound on iterations and its gradient tolerance.
         epochs, batch_size, lr: Adam's passes over the data, minibatch size and learning rate.
         seed: the dev split and Adam's minibatch order (training is deterministic on a given device).
@@ -117,7 +119,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         coef_, intercept_: (C, D) and (C,) float32, on z-normalised features.
         mean_, scale_: (D,) the training statistics of the normalisation.
         l2_: the l2 trained with (chosen on dev, or given).
-        tuning_: the dev phase (``l2_grid``, ``dev_accuracy``, ``dev_loss``, ``l2``), or None when fixed.
+        tuning_: the dev phase (``l2_grid``, ``dev_accuracy``, ``dev_loss``, ``l2``, ``folds``), or None when fixed.
         n_features_in_, n_epochs_: D, and the passes over the training rows (Adam epochs or L-BFGS iterations).
     """
 
@@ -128,6 +130,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         l2: float | None = None,
         l2_grid: Sequence[float] = DEFAULT_L2_GRID,
         dev_size: float = 0.25,
+        dev_folds: int | str = "auto",
         max_iter: int = 200,
         tol: float = 1e-5,
         epochs: int = 20,
@@ -144,6 +147,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.l2 = l2
         self.l2_grid = l2_grid
         self.dev_size = dev_size
+        self.dev_folds = dev_folds
         self.max_iter = max_iter
         self.tol = tol
         self.epochs = epochs
@@ -158,7 +162,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     def fit(self, X: Any, y: Any, groups: Any = None) -> "LinearProbe":
         """Train on features X (N, D) and labels y (N,) of any values; returns self.
 
-        ``groups`` (N,), e.g. speakers, makes the dev part of the tuning group-disjoint. X may be an
+        ``groups`` (N,), e.g. speakers, makes the dev folds of the tuning group-disjoint. X may be an
         array or features read on demand (:class:`neurohook.shards.ShardedFeatures`).
         """
         (probe,) = fit_probes(X, y, [ProbeSpec(0, _check_features(X).shape[1], self.seed)], groups=groups,
@@ -252,9 +256,9 @@ def fit_probes(X: Any, y: Any, specs: Sequence[ProbeSpec], groups: Any = None, *
     """Train one probe per spec (columns of X (N, D) and a seed) together; returns fitted LinearProbes.
 
     ``params`` are :class:`LinearProbe` hyper-parameters (``seed`` comes from each spec). With
-    ``l2=None`` each seed's probes are tuned on one dev part of the rows (drawn with that seed;
-    group-disjoint with ``groups`` (N,)): the whole grid for all of them in one L-BFGS pass, then one
-    refit pass (:mod:`neurohook.probe_tuning`). With fixed penalties the probes train in one pass;
+    ``l2=None`` each seed's probes are tuned on dev folds of the rows (drawn with that seed;
+    group-disjoint with ``groups`` (N,)): the whole grid for all of them in one L-BFGS pass a fold, then
+    one refit pass (:mod:`neurohook.probe_tuning`). With fixed penalties the probes train in one pass;
     with Adam, probes of one width at the same column starts train together for all their seeds
     (:mod:`neurohook.probe_batch`), each ending where training it alone would. ``columns`` (D',)
     are the columns of X the specs index, in that order (default all): e.g. a ranking's top neurons
@@ -292,10 +296,12 @@ def fit_probes(X: Any, y: Any, specs: Sequence[ProbeSpec], groups: Any = None, *
         if template.l2 is None:
             g = None if groups is None else np.asarray(groups)
             if rows is None:
-                fit, dev = train_dev_split(y, template.dev_size, seed, g)
+                folds = train_dev_folds(y, fold_count(template.dev_folds, len(y)), template.dev_size, seed, g)
             else:  # drawn among the rows, as rows of X
-                fit, dev = (rows[i] for i in train_dev_split(y[rows], template.dev_size, seed, None if g is None else g[rows]))
-            tunings = dev_phase(X, y, spans, fit, dev, template, seed, columns)
+                k = fold_count(template.dev_folds, len(rows))
+                folds = [(rows[f], rows[d]) for f, d in train_dev_folds(y[rows], k, template.dev_size, seed,
+                                                                         None if g is None else g[rows])]
+            tunings = dev_phase(X, y, spans, folds, template, seed, columns)
             l2s = [t.l2 for t in tunings]
         init = [t.start if t is not None else None for t in tunings]
         states = refit(X, y, [(a, b, l2) for (a, b), l2 in zip(spans, l2s)], template, seed, init, columns, rows)

@@ -46,7 +46,7 @@ def study(tmp_path_factory):
 @pytest.mark.slow
 def test_analyze_then_report_end_to_end(study, tmp_path):
     config = tmp_path / "run.toml"
-    config.write_text('seeds = 2\n[analyze]\nl2 = 0.001\n')  # the [analyze] table reaches the probe
+    config.write_text('seeds = 2\n[analyze]\nl2 = 0.001\ndev_folds = 2\n')  # the [analyze] table reaches the probe
     r = cli("--config", str(config), "analyze", "--features", str(study / "features.npz"), "--manifest",
             str(study / "manifest.csv"), "--tasks", "gender", "channel", "--sv", "--out", str(tmp_path / "results.json"),
             "--model-name", "toy", cwd=tmp_path)
@@ -57,6 +57,7 @@ def test_analyze_then_report_end_to_end(study, tmp_path):
     assert tasks["gender"]["best_layer"] == "L2" and tasks["channel"]["best_layer"] == "L3"
     assert tasks["gender"]["seeds"] == [0, 1]
     assert results["models"]["toy"]["analysis"]["settings"]["probe"]["l2"] == 0.001 == tasks["gender"]["probe_l2"][0]
+    assert results["models"]["toy"]["analysis"]["settings"]["probe"]["dev_folds"] == 2
     assert results["models"]["toy"]["verification"]["SV"]["layerwise"]["layers"]
     r = cli("report", "--results", str(tmp_path / "results.json"), "--out", str(tmp_path / "report"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr

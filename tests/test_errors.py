@@ -111,6 +111,8 @@ def test_bad_config_values_name_the_file_and_key(corpus, tmp_path, capsys):
     (["--test-size", "1.5"], ["--test-size"]),
     (["--l1", "-1"], ["--l1"]),
     (["--epochs", "two"], ["--epochs"]),
+    (["--dev-folds", "0"], ["--dev-folds", "'auto' or a positive integer"]),
+    (["--dev-folds", "most"], ["--dev-folds"]),
 ])
 def test_bad_flag_values_name_the_flag(study, tmp_path, capsys, args, names):
     code, err = analyze(capsys, study, "--out", tmp_path / "r.json", *args)

@@ -99,3 +99,27 @@ def test_a_ranking_no_better_than_random_is_reported_as_such():
     lo, hi = r.top_minus_random.ci
     assert (r.ranking_verdict == "better than random") == (lo > 0)
     assert (r.check_verdict == "better than random") == (r.check_minus_random.ci[0] > 0)
+
+
+def test_l2_is_chosen_by_three_speaker_folds_below_ten_thousand_rows_and_one_dev_part_above(monkeypatch):
+    import neurohook.analysis_seed as analysis_seed
+    from neurohook.probe_tuning import FOLD_ROWS, fold_count
+
+    assert [fold_count("auto", n) for n in (10, FOLD_ROWS - 1, FOLD_ROWS, 10 * FOLD_ROWS)] == [3, 3, 1, 1]
+    assert fold_count(5, 10) == 5
+    for bad in (0, "3", 2.0, True):
+        with pytest.raises(ValueError, match="dev_folds must be 'auto' or a positive integer"):
+            fold_count(bad, 10)
+    with pytest.raises(ValueError, match="dev_folds"):
+        LinearProbe(dev_folds="some").fit(*planted(60, 30)[:2])
+    seen = []
+    real = analysis_seed.train_dev_folds
+    monkeypatch.setattr(analysis_seed, "train_dev_folds", lambda y, k, *a: seen.append((len(y), k)) or real(y, k, *a))
+    X, y, _ = planted(300, 40, seed=3)
+    feats = Features(X, [f"u{i}" for i in range(300)], [LayerSpan("a", 0, 40, "mean")])
+    speakers = (np.arange(300) // 6).astype(str)
+    tuned = analyze(feats, y, speakers=speakers, seeds=(0,), percentages=(25,)).tasks["task"]
+    fixed = analyze(feats, y, speakers=speakers, seeds=(0,), percentages=(25,), l2=1e-3).tasks["task"]
+    one = analyze(feats, y, speakers=speakers, seeds=(0,), percentages=(25,), dev_folds=1).tasks["task"]
+    assert [k for _, k in seen] == [3, 1, 1] and seen[0][0] == tuned.n_train
+    assert fixed.probe_l2 == [1e-3] and one.probe_l2[0] in LinearProbe().l2_grid

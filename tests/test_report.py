@@ -25,7 +25,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def planted(seed: int, layers: int, speaker: bool, n: int = 200) -> tuple[Features, list[str], np.ndarray]:
-    """Noise with gender in every layer, channel in L1, language (and dialect, speaker) in the last layer."""
+    """Noise with gender in every layer, channel in L1, language (and dialect, speaker) in the last layer;
+    language clearly enough that its test interval clears the lower layers' accuracies with 16 speakers."""
     rng = np.random.default_rng(seed)
     spk = np.arange(n) % N_SPK
     chan = rng.integers(0, 3, n)
@@ -34,7 +35,7 @@ def planted(seed: int, layers: int, speaker: bool, n: int = 200) -> tuple[Featur
         X[:, i * WIDTH : i * WIDTH + 3] += 2.0 * (spk % 2)[:, None]
     X[:, 3:6] += 1.5 * np.eye(3)[chan]
     last = (layers - 1) * WIDTH
-    X[:, last + 3 : last + 9] += 2.0 * np.eye(3)[spk % 3].repeat(2, 1)
+    X[:, last + 3 : last + 9] += 3.0 * np.eye(3)[spk % 3].repeat(2, 1)
     X[:, last + 9 : last + 13] += 2.0 * np.eye(4)[spk % 4]
     if speaker:
         X[:, last:] += 2.0 * rng.standard_normal((N_SPK, WIDTH)).astype(np.float32)[spk]

@@ -165,7 +165,7 @@ def probe_options(args: argparse.Namespace) -> dict[str, Any]:
             raise UserError("--paper-settings fixes l1 = l2 = 1e-5: drop --l1 / --l2, or drop --paper-settings")
         extra = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr)) if v is not None}
         return {"paper": True, **extra}
-    return {"l1": args.l1, "l2": args.l2}
+    return {"l1": args.l1, "l2": args.l2, "dev_folds": args.dev_folds}
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:

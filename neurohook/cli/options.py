@@ -64,6 +64,8 @@ positive_int = _bounded(_integer, lambda n: n >= 1, "a positive integer", "posit
 fraction = _bounded(_number, lambda x: 0 < x < 1, "a number between 0 and 1 (exclusive)", "fraction")
 positive_float = _bounded(_number, lambda x: x > 0, "a positive number", "positive_float")
 non_negative_float = _bounded(_number, lambda x: x >= 0, "a number >= 0", "non_negative_float")
+folds = _bounded(lambda v: v if v == "auto" else _integer(v), lambda n: n == "auto" or n >= 1,
+                 "'auto' or a positive integer", "folds")
 
 
 def text(value: Any) -> str:
@@ -140,8 +142,10 @@ ANALYZE: list[Option] = [
                   "from a second thread: --jobs 2 on 2 cores about halves the time)", {"type": positive_int}),
     ("--test-size", 0.4, "fraction of utterances (or speakers) in the test part", {"type": fraction}),
     ("--l1", 0.0, "L1 penalty of the elastic net", {"type": non_negative_float}),
-    ("--l2", None, "L2 penalty of the elastic net (default: chosen per probe on a speaker-disjoint dev part "
-                   "of the training data)", {"type": non_negative_float}),
+    ("--l2", None, "L2 penalty of the elastic net (default: chosen per probe by speaker-disjoint folds of "
+                   "the training data)", {"type": non_negative_float}),
+    ("--dev-folds", "auto", "folds of the training speakers that choose each probe's l2 (1: one dev part of "
+                            "a quarter of them; auto: 3 below 10,000 training utterances, else 1)", {"type": folds}),
     ("--paper-settings", False, "train every probe as the paper does (Adam, l1 = l2 = 1e-5, 20 epochs) "
                                 "instead of the tuned default", {"action": "store_true"}),
     ("--epochs", None, "Adam epochs (with --paper-settings; default 20)", {"type": positive_int}),

@@ -191,8 +191,9 @@ def table_layerwise_accuracy(m: ModelResults) -> Table:
                  "#Const: neurons constant (dead) on every labelled utterance of a task (the most over tasks); "
                  "they are left out of the masked draws. "
                  "Test accuracy (%) of each layer's probe with its 95% CI. The best layer and the layers within "
-                 "layer_delta of it are chosen on the dev part of the training data (mean dev accuracy over seeds), "
-                 "never on test; each probe's l2 is chosen on dev too (highest dev accuracy, ties to the lower dev cross-entropy).")
+                 "layer_delta of it are chosen on the training data alone, never on test: by each layer's probe's "
+                 "accuracy over speaker-disjoint folds of it (mean over seeds), the same folds that choose each "
+                 "probe's l2 (highest accuracy, ties to the lower cross-entropy).")
 
 
 def table_distribution(m: ModelResults) -> Table:
