@@ -103,8 +103,9 @@ class TaskResult(JSONResult):
     informative: bool = True
     #: Neurons constant on every labelled utterance (dead), per layer; left out of the masked draws.
     constant_neurons: dict[str, int] = field(default_factory=dict)
-    #: Dev accuracy of each layer's probe (the dev part of the training rows): best_layer,
-    #: redundant_layers and the minimal set's size are chosen on dev; every other accuracy is test.
+    #: Dev accuracy of each layer's probe (over the dev folds of the training rows, which choose
+    #: best_layer and redundant_layers; the minimal set's size is chosen on the first fold's dev
+    #: part); every other accuracy is test.
     layer_dev_accuracy: dict[str, Stat] = field(default_factory=dict)
     #: The l2 of the ALL probe (whose accuracy is reported) and of the ranking probe, per seed.
     probe_l2: list[float] = field(default_factory=list)
