@@ -178,9 +178,7 @@ def train_test_split(
         if len(speakers) != len(labels):
             raise ValueError(f"speakers has {len(speakers)} entries but labels has {len(labels)}")
         groups = np.unique(speakers, return_inverse=True)[1]
-    strata: dict[Any, list[int]] = {}
-    for g in np.unique(groups):
-        strata.setdefault(_mode(labels[groups == g]), []).append(int(g))
+    strata = _strata(labels, groups)
     test = np.isin(groups, sorted(pick_test_groups(strata, test_size, rng)))
     _check_splittable(labels, speakers)
     train_idx, test_idx = np.flatnonzero(~test), np.flatnonzero(test)
@@ -228,9 +226,7 @@ def train_dev_folds(labels: Any, folds: int = 3, dev_size: float = 0.25, seed: i
     if folds > 1:
         for who in (speakers, None):
             groups = np.arange(len(labels)) if who is None else np.unique(np.asarray(who), return_inverse=True)[1]
-            strata: dict[Any, list[int]] = {}
-            for g in np.unique(groups):
-                strata.setdefault(_mode(labels[groups == g]), []).append(int(g))
+            strata = _strata(labels, groups)
             if len(strata) == len(np.unique(labels)) and min(len(v) for v in strata.values()) >= folds:
                 return _dealt_folds(groups, strata, folds, np.random.default_rng(seed))
             if who is not None:
@@ -251,6 +247,14 @@ def _dealt_folds(groups: np.ndarray, strata: Mapping[Any, list[int]], folds: int
         start += len(members)  # the next stratum starts where this one stopped: folds of equal size
     fold = fold_of[groups]
     return [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(folds)]
+
+
+def _strata(labels: np.ndarray, groups: np.ndarray) -> dict[Any, list[int]]:
+    """Groups (ints) by stratum: the most frequent label of each group's rows."""
+    strata: dict[Any, list[int]] = {}
+    for g in np.unique(groups):
+        strata.setdefault(_mode(labels[groups == g]), []).append(int(g))
+    return strata
 
 
 def _check_splittable(labels: np.ndarray, speakers: np.ndarray | None) -> None:
