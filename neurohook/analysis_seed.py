@@ -21,9 +21,9 @@ from neurohook import ranking
 from neurohook.ablation import (DevSearch, ablation_accuracy, ablation_masks, ablation_outcomes, masked_summary,
                                 minimal_neuron_set)
 from neurohook.control import control_labels, majority_accuracy, majority_class, selectivity
-from neurohook.data.splits import seed_streams, train_dev_folds, train_test_split
+from neurohook.data.splits import seed_streams, train_test_split
 from neurohook.probe import PREDICT_ROWS, LinearProbe, ProbeSpec, fit_probes, predict_rows
-from neurohook.probe_tuning import Tuning, dev_phase, fold_count, refit
+from neurohook.probe_tuning import Tuning, dev_phase, refit, tuning_folds
 from neurohook.ranking_check import retrained_check
 from neurohook.task_data import TaskData
 from neurohook.zscore import CHUNK, take_rows
@@ -92,10 +92,8 @@ def one_seed(d: TaskData, seed: int, task: str, test_size: float, ablation_perce
     spans = [(int(starts[i]), int(starts[i + 1])) for i in range(len(d.names))] + [(0, D)]
     # the training and test rows are indexed in d.X, never copied (test predictions run in row blocks)
     y_tr, y_te = d.y[tr], d.y[te]
-    spk_tr = None if d.speakers is None else d.speakers[tr]
     template = LinearProbe(**probe_params)
-    k = fold_count(template.dev_folds, len(tr)) if template.l2 is None else 1  # a fixed l2 is not chosen: one dev part
-    folds = [(tr[f], tr[v]) for f, v in train_dev_folds(y_tr, k, template.dev_size, streams.dev, spk_tr)]
+    folds = tuning_folds(template, d.y, tr, d.speakers, streams.dev)  # rows of d.X
     tunings = dev_phase(d.X, d.y, spans, folds, template, seed)  # each probe's l2, over the folds
     fit, dev = folds[0]  # rows of d.X: the ranking l2, best layers and minimal set are chosen on its dev part
     g_rank, dev_order = _ranking_choice(tunings[-1], d.X, dev, d.y[dev], d.constant, ablation_percent, streams.masks,

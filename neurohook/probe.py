@@ -28,11 +28,10 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from neurohook.data.splits import train_dev_folds
 from neurohook.errors import DataError
 from neurohook.features import Features
 from neurohook.probe_batch import ProbeSpec, ProbeState, _is_row_source, train_probes
-from neurohook.probe_tuning import DEFAULT_L2_GRID, Tuning, dev_phase, fold_count, refit
+from neurohook.probe_tuning import DEFAULT_L2_GRID, Tuning, dev_phase, refit, tuning_folds
 from neurohook.zscore import CHUNK, standardize, take, take_rows
 
 PREDICT_ROWS = 1024  # rows normalised at once when predicting
@@ -293,14 +292,8 @@ def fit_probes(X: Any, y: Any, specs: Sequence[ProbeSpec], groups: Any = None, *
         spans = [(specs[i].start, specs[i].end) for i in mine]
         tunings: list[Any] = [None] * len(spans)
         l2s = [template.l2] * len(spans)
-        if template.l2 is None:
-            g = None if groups is None else np.asarray(groups)
-            if rows is None:
-                folds = train_dev_folds(y, fold_count(template.dev_folds, len(y)), template.dev_size, seed, g)
-            else:  # drawn among the rows, as rows of X
-                k = fold_count(template.dev_folds, len(rows))
-                folds = [(rows[f], rows[d]) for f, d in train_dev_folds(y[rows], k, template.dev_size, seed,
-                                                                         None if g is None else g[rows])]
+        if template.l2 is None:  # folds drawn among the rows (all rows of X by default), as rows of X
+            folds = tuning_folds(template, y, np.arange(len(y)) if rows is None else rows, groups, seed)
             tunings = dev_phase(X, y, spans, folds, template, seed, columns)
             l2s = [t.l2 for t in tunings]
         init = [t.start if t is not None else None for t in tunings]

@@ -35,11 +35,12 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn.base import clone
 
+from neurohook.data.splits import train_dev_folds
 from neurohook.probe_batch import ProbeSpec, ProbeState, train_probes
 from neurohook.probe_lbfgs import Block, lbfgs_probes
 from neurohook.zscore import CHUNK, standardize, take_rows
 
-__all__ = ["DEFAULT_L2_GRID", "Tuning", "choose", "dev_phase", "fold_count", "refit"]
+__all__ = ["DEFAULT_L2_GRID", "Tuning", "choose", "dev_phase", "fold_count", "refit", "tuning_folds"]
 
 DEFAULT_L2_GRID: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 # The dev phase trains to a 10x looser gradient tolerance than the refit: it only ranks grid values
@@ -68,6 +69,15 @@ def fold_count(dev_folds: int | str, n_rows: int) -> int:
     if isinstance(dev_folds, bool) or not isinstance(dev_folds, (int, np.integer)) or dev_folds < 1:
         raise ValueError(f"dev_folds must be 'auto' or a positive integer, got {dev_folds!r}")
     return int(dev_folds)
+
+
+def tuning_folds(params: Any, y: np.ndarray, rows: np.ndarray, groups: Any, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (fit, dev) folds, as rows of X, that choose the l2 of probes trained on rows ``rows`` of X
+    (y (N,) and groups (N,) or None per row of X): :func:`fold_count` folds of ``params`` (a
+    LinearProbe), one dev part when its l2 is fixed, drawn with ``seed``."""
+    k = fold_count(params.dev_folds, len(rows)) if params.l2 is None else 1  # a fixed l2 is not chosen
+    g = None if groups is None else np.asarray(groups)[rows]
+    return [(rows[f], rows[d]) for f, d in train_dev_folds(np.asarray(y)[rows], k, params.dev_size, seed, g)]
 
 
 @dataclass

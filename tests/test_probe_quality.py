@@ -113,8 +113,14 @@ def test_l2_is_chosen_by_three_speaker_folds_below_ten_thousand_rows_and_one_dev
     with pytest.raises(ValueError, match="dev_folds"):
         LinearProbe(dev_folds="some").fit(*planted(60, 30)[:2])
     seen = []
-    real = analysis_seed.train_dev_folds
-    monkeypatch.setattr(analysis_seed, "train_dev_folds", lambda y, k, *a: seen.append((len(y), k)) or real(y, k, *a))
+    real = analysis_seed.tuning_folds
+
+    def spy(params, y, rows, *a):
+        folds = real(params, y, rows, *a)
+        seen.append((len(rows), len(folds)))
+        return folds
+
+    monkeypatch.setattr(analysis_seed, "tuning_folds", spy)
     X, y, _ = planted(300, 40, seed=3)
     feats = Features(X, [f"u{i}" for i in range(300)], [LayerSpan("a", 0, 40, "mean")])
     speakers = (np.arange(300) // 6).astype(str)
